@@ -1,0 +1,28 @@
+"""One-line errors for command-line tools.
+
+Every CLI raises :class:`UserError` for bad input (missing file, impossible flag, unknown
+characters ...). :func:`run_cli` turns it into ``error: <message>`` on stderr and exit code 2,
+so users never see a traceback for their own mistakes. Bugs still raise normally.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+
+class UserError(Exception):
+    """An error caused by the user's input; reported as one line, exit code 2."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
+    """Run ``main(argv)``; exit 0 on success, 2 on :class:`UserError`, 130 on Ctrl-C."""
+    try:
+        main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # e.g. `python generate.py ... | head`
+        sys.exit(0)

@@ -1,0 +1,158 @@
+"""Where datasets live, and a fast, clear error when they are nowhere.
+
+:func:`find_dataset` looks, in this order, in
+
+1. an explicit ``--data_dir`` (either the dataset's own folder, or a folder laid out like
+   ``../shared/data`` with one sub-folder per dataset),
+2. ``$MY_LLM_DATA/<folder>`` (the same layout),
+3. the small copy bundled in the stage (``stageN_x/data/...``), when the stage ships one,
+4. the Hugging Face hub through ``datasets`` (for users online).
+
+Offline (``HF_HUB_OFFLINE=1``, or the hub unreachable within ~3 s) with nothing found, it raises
+:class:`DataNotFoundError` naming every place it looked, instead of retrying for half a minute.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from scripts import REPO_ROOT
+from scripts.cli import UserError
+
+ENV_VAR = "MY_LLM_DATA"
+
+# name -> (folder in a data dir, Hugging Face hub id or None)
+DATASETS = {
+    "ag_news": ("ag_news", "fancyzhx/ag_news"),
+    "imdb": ("imdb", "stanfordnlp/imdb"),
+    "tinyshakespeare": ("tinyshakespeare", None),  # the bundled copy is the whole corpus
+    "ptb": ("ptb", "ptb_text_only"),
+    "wikitext2": ("wikitext2", "Salesforce/wikitext"),
+    "multi30k": ("multi30k", None),  # bundled in stage3_attention_seq2seq/data
+    "eng_fra": ("eng_fra", None),
+}
+
+
+class DataNotFoundError(UserError):
+    """The dataset is in none of the places we look."""
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """The dataset is to be read from the Hugging Face hub (see :func:`load_hub_dataset`)."""
+
+    hub_id: str
+
+
+def data_file(folder: str | Path, name: str) -> Path | None:
+    """``folder/name``, accepting a gzipped or un-gzipped variant; ``None`` if absent."""
+    folder = Path(folder)
+    base = name[:-3] if name.endswith(".gz") else name
+    for candidate in (name, base + ".gz", base):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    return None
+
+
+def open_text(path: str | Path) -> io.TextIOBase:
+    """Open a text file for reading, transparently un-gzipping ``*.gz``."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """False at once when offline mode is set; otherwise a TCP probe bounded by ``timeout``."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return False
+    ok = []
+
+    def probe():
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
+    t.start()
+    t.join(timeout)
+    return bool(ok)
+
+
+def _candidates(folder: str, data_dir, bundled) -> list[tuple[str, Path]]:
+    places = []
+    if data_dir is not None:
+        places += [("--data_dir", Path(data_dir) / folder), ("--data_dir", Path(data_dir))]
+    env = os.environ.get(ENV_VAR)
+    if env:
+        places.append((f"${ENV_VAR}", Path(env) / folder))
+    if bundled is not None:
+        places.append(("bundled", Path(bundled)))
+    return places
+
+
+def find_dataset(name: str, files: Sequence[str], data_dir: str | Path | None = None,
+                 bundled: str | Path | None = None, allow_hub: bool = True) -> Path | HubSource:
+    """The folder holding every file in ``files`` (see the module docstring for the order).
+
+    Returns a :class:`HubSource` when only the hub can provide it and it is reachable.
+    An explicit ``data_dir`` that lacks the files is an error (we never silently use other data).
+    """
+    if name not in DATASETS:
+        raise DataNotFoundError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    folder, hub_id = DATASETS[name]
+    places = _candidates(folder, data_dir, bundled)
+    for source, place in places:
+        if all(data_file(place, f) for f in files):
+            return place
+        if source == "--data_dir" and place == Path(data_dir):  # both --data_dir forms failed
+            raise DataNotFoundError(
+                f"{name}: --data_dir {data_dir} holds neither {', '.join(files)} nor {folder}/ with them")
+    if allow_hub and hub_id is not None and hub_reachable():
+        return HubSource(hub_id)
+    looked = "; ".join(str(p) for _, p in places) or "nowhere (no --data_dir, no $MY_LLM_DATA)"
+    hub = f"the hub ({hub_id}) is unreachable or HF_HUB_OFFLINE is set" if hub_id else "no hub copy is used"
+    raise DataNotFoundError(
+        f"{name} data not found (need {', '.join(files)}); looked in: {looked}; {hub}. "
+        f"Put the files in <dir>/{folder}/ and pass --data_dir <dir> or set {ENV_VAR}=<dir> "
+        f"(see ../shared/data/README.md for the layout)")
+
+
+def load_hub_dataset(source: HubSource, split: str, config: str | None = None):
+    """Load one split from the hub with the ``datasets`` library.
+
+    Running ``python train.py`` inside ``stage1_mlp/`` puts that folder first on ``sys.path``,
+    where ``stage1_mlp/datasets/`` would shadow the library, so the stage folders are taken off
+    the path while it is imported.
+    """
+    saved = list(sys.path)
+    root = REPO_ROOT.resolve()
+    try:
+        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve().parent != root]
+        import datasets as hf_datasets
+    finally:
+        sys.path[:] = saved
+    return hf_datasets.load_dataset(source.hub_id, config, split=split)
+
+
+def sha256_files(paths: Iterable[str | Path]) -> str:
+    """One sha256 over the files actually read (sorted by name, content only)."""
+    h = hashlib.sha256()
+    for p in sorted((Path(p) for p in paths), key=lambda q: q.name):
+        fh = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                fh.update(chunk)
+        h.update(fh.digest())
+    return h.hexdigest()

@@ -1,0 +1,91 @@
+"""One result format for every stage.
+
+Each ``evaluate.py`` (and ``train.py`` at its end) calls :func:`write_result`, which writes
+``results/<stage>/<name>.json`` and prints the same object on one final line::
+
+    RESULT {"stage": "stage1_mlp", "task": "classification", "dataset": "imdb", ...}
+
+``results/`` is git-ignored except ``results/reported/``: the result files that README and docs
+quote are copied there (one per benchmark run) and ``scripts/report.py`` builds the tables.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from scripts import REPO_ROOT
+from scripts.checkpoint import atomic_write
+
+RESULTS_ENV = "MY_LLM_RESULTS"
+REQUIRED = ("stage", "task", "dataset", "split", "metrics", "params", "train_wall_s", "device", "torch",
+            "command", "git_commit", "seed", "data_sha256", "timestamp")
+
+
+def results_dir() -> Path:
+    """``$MY_LLM_RESULTS`` or ``<repo>/results``."""
+    return Path(os.environ.get(RESULTS_ENV) or REPO_ROOT / "results")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def current_command() -> str:
+    """How this process was started, as a command a user can paste (``cd stage1_mlp && python train.py ...``)."""
+    argv = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
+    cwd = Path.cwd().resolve()
+    try:
+        rel = cwd.relative_to(REPO_ROOT.resolve())
+        prefix = f"cd {rel} && " if str(rel) != "." else ""
+    except ValueError:
+        prefix = ""
+    return f"{prefix}python {argv}".strip()
+
+
+def make_result(stage: str, task: str, dataset: str, split: str, metrics: dict, *, params: int | None,
+                train_wall_s: float | None, device: str, seed: int | None, data_sha256: str | None,
+                command: str | None = None, **extra) -> dict:
+    """Build a result record; ``extra`` adds fields such as ``tokens_per_s``, ``samples_per_s``, ``config``."""
+    record = {
+        "stage": stage, "task": task, "dataset": dataset, "split": split,
+        "metrics": {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                    for k, v in metrics.items()},
+        "params": params, "train_wall_s": train_wall_s, "device": device,
+        "torch": torch.__version__, "command": command or current_command(),
+        "git_commit": git_commit(), "seed": seed, "data_sha256": data_sha256,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(extra)
+    return record
+
+
+def write_result(record: dict, name: str | None = None, out_dir: str | Path | None = None, echo: bool = True) -> Path:
+    """Write ``record`` as JSON under ``results/<stage>/`` and print the ``RESULT`` line."""
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise ValueError(f"result record lacks {missing}")
+    name = name or f"{record['task']}_{record['dataset']}_{record['split']}"
+    stamp = record["timestamp"].replace(":", "").replace("-", "").replace("+0000", "Z")
+    path = Path(out_dir or results_dir() / record["stage"]) / f"{name}_{stamp}.json"
+    text = json.dumps(record, indent=1, ensure_ascii=False)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8") + b"\n"))
+    if echo:
+        print("RESULT " + json.dumps(record, ensure_ascii=False), flush=True)
+    return path
+
+
+def parse_result_lines(text: str) -> list[dict]:
+    """Every ``RESULT {...}`` line in a process's output."""
+    return [json.loads(line[len("RESULT "):]) for line in text.splitlines() if line.startswith("RESULT {")]
