@@ -1,0 +1,117 @@
+"""The stage-2 benchmark runs behind the README's numbers (issue targets, 2 CPU cores).
+
+    cd stage2_rnn_lstm
+    python benchmark.py speed        # scratch LSTM vs nn.LSTM, same batch, same process -> ratio
+    python benchmark.py char         # char LSTM, tiny Shakespeare, 20-minute budget (target val <= 1.50 nats/char)
+    python benchmark.py ptb          # word LSTM, Penn Treebank, 40-minute budget (target test ppl <= 110)
+    python benchmark.py wikitext2    # word LSTM + adaptive softmax, WikiText-2 (target test ppl <= 100)
+
+``char``/``ptb``/``wikitext2`` call ``train.main`` with the preset flags printed below (add more flags
+after the preset name to override them, e.g. ``python benchmark.py char --max_minutes 5``); each
+writes its result file like any training run. Wrap long runs in ``flock /tmp/my_llm_bench.lock`` on a
+shared machine so timings stay honest.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from scripts.cli import UserError, run_cli
+from scripts.device import describe_device, pick_device
+from scripts.results import make_result, write_result
+from scripts.seed import seed_everything
+from stage2_rnn_lstm.models.language_model import LMConfig, RNNLanguageModel, copy_torch_to_scratch
+from stage2_rnn_lstm.utils.engine import KIND
+
+PRESETS = {
+    "char": ["--model_type", "lstm", "--vocab_type", "char", "--emb_dim", "128", "--hidden_size", "512",
+             "--num_layers", "2", "--dropout", "0.15", "--batch_size", "64", "--seq_len", "128", "--lr", "3e-3",
+             "--weight_decay", "0.01", "--lr_decay", "0.5", "--plateau_patience", "0", "--eval_interval", "150",
+             "--patience", "0", "--epochs", "100", "--max_minutes", "20", "--log_interval", "25"],
+    "ptb": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "ptb", "--emb_dim", "400",
+            "--hidden_size", "400", "--num_layers", "2", "--tie_weights", "--dropout", "0.5", "--batch_size", "32",
+            "--seq_len", "35", "--optimizer", "sgd", "--lr", "20", "--lr_decay", "0.25", "--grad_clip", "0.25",
+            "--plateau_patience", "0", "--patience", "0", "--eval_interval", "0", "--epochs", "100",
+            "--max_minutes", "38", "--log_interval", "200"],
+    "wikitext2": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "wikitext2", "--emb_dim", "400",
+                  "--hidden_size", "400", "--num_layers", "2", "--dropout", "0.4", "--adaptive_cutoffs", "2000", "10000",
+                  "--batch_size", "32", "--seq_len", "35", "--optimizer", "adamw", "--lr", "2e-3", "--lr_decay", "0.5",
+                  "--grad_clip", "0.25", "--plateau_patience", "0", "--patience", "0", "--eval_interval", "0",
+                  "--epochs", "100", "--max_minutes", "40", "--log_interval", "200"],
+}
+
+
+def time_train_steps(model: RNNLanguageModel, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """Seconds per forward+backward+AdamW step on one fixed batch (after one warm-up step)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        _, loss, _ = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def speed(argv) -> dict:
+    p = argparse.ArgumentParser(prog="benchmark.py speed", description="scratch LSTM vs nn.LSTM training speed")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--hidden_size", type=int, default=512)
+    p.add_argument("--num_layers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3, help="alternate scratch/torch this many times; report medians")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    if min(a.batch_size, a.seq_len, a.hidden_size, a.num_layers, a.steps, a.rounds) <= 0:
+        raise UserError("all sizes must be positive")
+    device = pick_device(a.device)
+    g = seed_everything(0)
+    base = dict(model_type="lstm", vocab_size=65, emb_dim=128, hidden_size=a.hidden_size, num_layers=a.num_layers, dropout=0.0)
+    models = {impl: RNNLanguageModel(LMConfig(impl=impl, **base)).to(device) for impl in ("torch", "scratch")}
+    models["scratch"].load_state_dict(models["torch"].state_dict(), strict=False)  # embedding + head
+    copy_torch_to_scratch(models["torch"].rnn, models["scratch"].rnn)
+    x = torch.randint(0, 65, (a.batch_size, a.seq_len), generator=g).to(device)  # the same batch for both
+    y = torch.randint(0, 65, (a.batch_size, a.seq_len), generator=g).to(device)
+    times = {"torch": [], "scratch": []}
+    for _ in range(a.rounds):  # interleaved, so background load hits both alike
+        for impl in ("torch", "scratch"):
+            times[impl].append(time_train_steps(models[impl], x, y, a.steps))
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    tok = a.batch_size * a.seq_len
+    metrics = {"scratch_over_torch_time": med["scratch"] / med["torch"], "torch_ms_per_step": 1000 * med["torch"],
+               "scratch_ms_per_step": 1000 * med["scratch"], "torch_tokens_per_s": tok / med["torch"],
+               "scratch_tokens_per_s": tok / med["scratch"]}
+    print(f"nn.LSTM {1000 * med['torch']:.0f} ms/step | scratch {1000 * med['scratch']:.0f} ms/step | "
+          f"scratch is {metrics['scratch_over_torch_time']:.2f}x slower")
+    record = make_result(KIND, "lstm_speed", "random_tokens", "none", metrics, params=models["torch"].num_params(),
+                         train_wall_s=None, device=describe_device(device), seed=0, data_sha256=None,
+                         primary_metric="scratch_over_torch_time", tokens_per_s=round(tok / med["scratch"], 1),
+                         config={**vars(a), "device": str(device), "all_times_s": times})
+    write_result(record, name="speed_lstm_scratch_vs_torch")
+    return record
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return None
+    if not argv or argv[0] not in ("speed", *PRESETS):
+        raise UserError(f"choose a benchmark: speed, {', '.join(PRESETS)} (see python benchmark.py --help)")
+    name, rest = argv[0], argv[1:]
+    if name == "speed":
+        return speed(rest)
+    from stage2_rnn_lstm import train
+    flags = PRESETS[name] + rest
+    print("python train.py " + " ".join(flags), flush=True)
+    return train.main(flags)
+
+
+if __name__ == "__main__":
+    run_cli(main)
