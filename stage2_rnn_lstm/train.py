@@ -167,7 +167,7 @@ def main(argv=None) -> dict:
     fwd = torch.compile(model) if cfg.compile else model
 
     pos = {"step": 0, "epoch": 0, "batch": 0, "best": math.inf, "since_best": 0, "train_time": 0.0,
-           "last_eval_step": -1, "stopped": ""}
+           "last_eval_step": -1, "last_val": math.nan, "stopped": ""}
     hidden = None
     if resume is not None:
         if resume["vocab"]["tokens"] != vocab.tokens:
@@ -199,11 +199,12 @@ def main(argv=None) -> dict:
         val = evaluate_loss(model, corpus.splits["val"], cfg.batch_size, cfg.seq_len, device)
         pos["last_eval_step"] = pos["step"]
         improved = val < pos["best"]
+        pos["last_val"] = val
         if improved:
-            pos["best"], pos["since_best"] = val, 0
+            pos["best"] = val
             save_checkpoint(best_path, payload(False), KIND)
-        elif update_schedule:
-            pos["since_best"] += 1
+        if update_schedule:  # only scheduled evaluations drive the LR decay and early stopping
+            pos["since_best"] = 0 if improved else pos["since_best"] + 1
         if update_schedule:
             scheduler.step(val)
         logger.log(pos["step"], prefix="eval", epoch=pos["epoch"], **loss_metrics(val, cfg.vocab_type, "val_"),
@@ -284,7 +285,7 @@ def main(argv=None) -> dict:
         params=n_params, train_wall_s=round(train_wall, 1), device=describe_device(device), seed=cfg.seed,
         data_sha256=sha256_files(corpus.files) if corpus.files else None, primary_metric=primary,
         tokens_per_s=round(steps_done * cfg.batch_size * cfg.seq_len / max(train_wall, 1e-9), 1),
-        steps=steps_done, epochs_done=pos["epoch"] + pos["batch"] / n_batches, stopped_by=stop_reason,
+        last_val_loss=pos["last_val"], steps=steps_done, epochs_done=pos["epoch"] + pos["batch"] / n_batches, stopped_by=stop_reason,
         config={"model": dataclasses.asdict(mcfg), "train": dataclasses.asdict(cfg)}, checkpoint=str(best_path))
     write_result(record, name=f"train_{tag}")
     return record

@@ -1,0 +1,133 @@
+"""Scratch cells vs PyTorch's nn.RNN/LSTM/GRU, and the language model's wiring."""
+import pytest
+import torch
+
+from stage2_rnn_lstm.models.language_model import TORCH_RNNS, LMConfig, RNNLanguageModel, copy_torch_to_scratch
+from stage2_rnn_lstm.models.rnn_scratch import RecurrentScratch
+from stage2_rnn_lstm.utils.engine import sample_next
+
+B, T, I, H = 3, 7, 5, 6
+
+
+def _pair(cell_type, num_layers):
+    torch.manual_seed(0)
+    ref = TORCH_RNNS[cell_type](I, H, num_layers, batch_first=True).double()
+    ours = RecurrentScratch(cell_type, I, H, num_layers).double()
+    copy_torch_to_scratch(ref, ours)
+    return ref, ours
+
+
+def _states(s):
+    return list(s) if isinstance(s, tuple) else [s]
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_scratch_matches_torch_outputs_states_and_gradients(cell_type, num_layers, with_state):
+    ref, ours = _pair(cell_type, num_layers)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    state = None
+    if with_state:
+        h0 = torch.randn(num_layers, B, H, dtype=torch.float64)
+        state = (h0, torch.randn_like(h0)) if cell_type == "lstm" else h0
+    out_ref, s_ref = ref(x_ref, state)
+    out_ours, s_ours = ours(x_ours, state)
+    assert out_ours.shape == out_ref.shape == (B, T, H)
+    torch.testing.assert_close(out_ours, out_ref, atol=1e-10, rtol=1e-10)
+    for a, b in zip(_states(s_ours), _states(s_ref)):
+        assert a.shape == (num_layers, B, H)
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    # a loss touching the outputs and the final states, so every path carries gradient
+    w = torch.randn(B, T, H, dtype=torch.float64)
+    loss_ref = (out_ref * w).sum() + sum(s.square().sum() for s in _states(s_ref))
+    loss_ours = (out_ours * w).sum() + sum(s.square().sum() for s in _states(s_ours))
+    loss_ref.backward()
+    loss_ours.backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=1e-10, rtol=1e-10)
+    for k, cell in enumerate(ours.layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            torch.testing.assert_close(getattr(cell, name).grad, getattr(ref, f"{name}_l{k}").grad, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("model_type", ["rnn", "lstm", "gru"])
+def test_language_model_scratch_equals_torch_float32(model_type):
+    """Whole model, float32, default init path: logits, loss and every gradient within 1e-5."""
+    base = dict(model_type=model_type, vocab_size=11, emb_dim=8, hidden_size=8, num_layers=2, dropout=0.0, tie_weights=True)
+    torch.manual_seed(1)
+    ref = RNNLanguageModel(LMConfig(impl="torch", **base))
+    ours = RNNLanguageModel(LMConfig(impl="scratch", **base))
+    ours.load_state_dict(ref.state_dict(), strict=False)
+    copy_torch_to_scratch(ref.rnn, ours.rnn)
+    idx = torch.randint(0, 11, (4, 9))
+    tgt = torch.randint(0, 11, (4, 9))
+    lr, loss_r, _ = ref(idx, tgt)
+    lo, loss_o, _ = ours(idx, tgt)
+    torch.testing.assert_close(lo, lr, atol=1e-5, rtol=1e-5)
+    loss_r.backward()
+    loss_o.backward()
+    assert ours.head.weight is ours.embedding.weight  # tied
+    torch.testing.assert_close(ours.embedding.weight.grad, ref.embedding.weight.grad, atol=1e-5, rtol=1e-5)
+    for k, cell in enumerate(ours.rnn.layers):
+        torch.testing.assert_close(cell.weight_hh.grad, getattr(ref.rnn, f"weight_hh_l{k}").grad, atol=1e-5, rtol=1e-5)
+
+
+def test_carried_state_equals_one_long_sequence():
+    """Truncated BPTT's premise: two halves with the state carried = the whole sequence at once."""
+    torch.manual_seed(0)
+    m = RNNLanguageModel(LMConfig(impl="scratch", vocab_size=10, emb_dim=4, hidden_size=5, num_layers=2, dropout=0.0)).eval()
+    idx = torch.randint(0, 10, (2, 12))
+    full, _, _ = m(idx)
+    first, _, s = m(idx[:, :5])
+    second, _, _ = m(idx[:, 5:], state=m.detach_state(s))
+    torch.testing.assert_close(torch.cat([first, second], 1), full)
+
+
+@pytest.mark.parametrize("impl", ["scratch", "torch"])
+def test_overfits_one_batch(impl):
+    torch.manual_seed(0)
+    m = RNNLanguageModel(LMConfig(impl=impl, vocab_size=20, emb_dim=16, hidden_size=32, num_layers=1, dropout=0.0))
+    idx = torch.randint(0, 20, (4, 10))
+    tgt = torch.randint(0, 20, (4, 10))
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        _, loss, _ = m(idx, tgt)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 2.5 and loss.item() < 0.05
+
+
+def test_adaptive_softmax_loss_and_log_probs_agree():
+    torch.manual_seed(0)
+    m = RNNLanguageModel(LMConfig(vocab_size=50, emb_dim=16, hidden_size=16, num_layers=1, dropout=0.0,
+                                  adaptive_cutoffs=(10, 30))).eval()
+    idx, tgt = torch.randint(0, 50, (2, 6)), torch.randint(0, 50, (2, 6))
+    logits, loss, _ = m(idx, tgt)
+    assert logits is None
+    logp, _, _ = m(idx)                                   # (B, T, V) log-probabilities
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 6))
+    nll = -logp.gather(-1, tgt.unsqueeze(-1)).mean()
+    torch.testing.assert_close(nll, loss)
+
+
+def test_bad_model_configs():
+    with pytest.raises(ValueError, match="emb_dim == hidden_size"):
+        RNNLanguageModel(LMConfig(emb_dim=4, hidden_size=8, tie_weights=True))
+    with pytest.raises(ValueError, match="unknown cell"):
+        RecurrentScratch("transformer", 2, 2)
+
+
+def test_sampling_filters():
+    logits = torch.tensor([5.0, 4.0, 1.0, 0.0, -1.0])
+    g = torch.Generator().manual_seed(0)
+    assert {sample_next(logits, 1.0, top_k=2, generator=g) for _ in range(200)} == {0, 1}
+    # probs ~ [.71, .26, .013, ...]: top_p 0.5 keeps only the first, 0.9 the first two
+    assert {sample_next(logits, 1.0, top_p=0.5, generator=g) for _ in range(100)} == {0}
+    assert {sample_next(logits, 1.0, top_p=0.9, generator=g) for _ in range(300)} == {0, 1}
+    a = [sample_next(logits, 2.0, generator=torch.Generator().manual_seed(3)) for _ in range(5)]
+    b = [sample_next(logits, 2.0, generator=torch.Generator().manual_seed(3)) for _ in range(5)]
+    assert a == b
