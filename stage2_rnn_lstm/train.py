@@ -91,6 +91,12 @@ def run_tag(cfg: TrainConfig, mcfg: LMConfig) -> str:
     return tag + ("_scratch" if mcfg.impl == "scratch" else "")
 
 
+def model_label(mcfg: LMConfig, vocab_type: str) -> str:
+    """e.g. ``LSTM 2x512 char (torch)`` for result tables."""
+    extra = " tied" if mcfg.tie_weights else " adaptive-softmax" if mcfg.adaptive_cutoffs else ""
+    return f"{mcfg.model_type.upper()} {mcfg.num_layers}x{mcfg.hidden_size} {vocab_type}{extra} ({mcfg.impl})"
+
+
 def vocab_filename(cfg: TrainConfig) -> str:
     prefix = "" if cfg.dataset == DEFAULT_DATASET[cfg.vocab_type] else f"{cfg.dataset}_"
     return f"{prefix}{cfg.vocab_type}_vocabulary.pkl"
@@ -282,7 +288,7 @@ def main(argv=None) -> dict:
     steps_done = pos["step"]
     record = make_result(
         KIND, "language_modeling", corpus.name, "val+test" if "test" in corpus.splits else "val", metrics,
-        params=n_params, train_wall_s=round(train_wall, 1), device=describe_device(device), seed=cfg.seed,
+        params=n_params, train_wall_s=round(train_wall, 1), model=model_label(mcfg, cfg.vocab_type), device=describe_device(device), seed=cfg.seed,
         data_sha256=sha256_files(corpus.files) if corpus.files else None, primary_metric=primary,
         tokens_per_s=round(steps_done * cfg.batch_size * cfg.seq_len / max(train_wall, 1e-9), 1),
         last_val_loss=pos["last_val"], steps=steps_done, epochs_done=pos["epoch"] + pos["batch"] / n_batches, stopped_by=stop_reason,
