@@ -1,0 +1,197 @@
+"""What train.py, evaluate.py, benchmark.py and the notebook share: features, models, checkpoints,
+prediction and metrics — written once, for both ``--impl numpy`` and ``--impl torch``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scripts.checkpoint import load_checkpoint, save_checkpoint
+from scripts.cli import UserError
+from scripts.config import config_from_dict
+from scripts.data import sha256_files
+from scripts.results import make_result
+from stage1_mlp.config import TrainConfig
+from stage1_mlp.datasets.sources import TextData, load_for_training, stratified_split
+from stage1_mlp.datasets.text import tokenize
+from stage1_mlp.datasets.vectorizer import NgramVectorizer, SparseRows
+from stage1_mlp.models.mlp_numpy import NumpyMLP, softmax
+from stage1_mlp.models.mlp_torch import TorchMLP
+
+KIND = "stage1_mlp"
+CV_NOTE = ("5-fold stratified cross-validation inside the 7,600-row AG News TEST split (the train split is "
+           "not available offline); not comparable with the official train→test figure")
+
+
+# ----- data ----------------------------------------------------------------------------------
+def train_val_data(cfg: TrainConfig) -> tuple[TextData, TextData, TextData | None]:
+    """``(train, val, held_out)`` exactly as ``cfg`` defines them (evaluate.py rebuilds val the same way)."""
+    pool, held_out = load_for_training(cfg.dataset, cfg.protocol, cfg.fold, cfg.data_dir)
+    if cfg.limit_train is not None and cfg.limit_train < len(pool.texts):
+        _, keep = stratified_split(pool.labels, cfg.limit_train / len(pool.texts), cfg.seed + 1)
+        pool = pool.subset(keep)
+    tr, va = stratified_split(pool.labels, cfg.val_fraction, cfg.seed)
+    if len(va) == 0 or len(tr) == 0:
+        raise UserError(f"too few examples ({len(pool.texts)}) to carve a validation split")
+    return pool.subset(tr), pool.subset(va), held_out
+
+
+def make_vectorizer(cfg: TrainConfig, n_classes: int) -> NgramVectorizer:
+    return NgramVectorizer(cfg.ngram, cfg.max_features, cfg.min_df, cfg.weighting,
+                           nb_scale=cfg.nb_scale and n_classes == 2)
+
+
+def featurize(vectorizer: NgramVectorizer, texts: list[str]) -> SparseRows:
+    """Raw texts → sparse feature rows."""
+    return vectorizer.transform([tokenize(t) for t in texts])
+
+
+# ----- models --------------------------------------------------------------------------------
+def make_model(cfg: TrainConfig, vocab_size: int, n_classes: int):
+    if cfg.impl == "numpy":
+        return NumpyMLP(vocab_size, cfg.hidden, n_classes, cfg.dropout, seed=cfg.seed)
+    return TorchMLP(vocab_size, cfg.hidden, n_classes, cfg.dropout)
+
+
+def count_params(model) -> int:
+    if isinstance(model, NumpyMLP):
+        return model.num_params()
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_state(model) -> dict:
+    """Weights as tensors (checkpoints hold tensors and plain data only)."""
+    if isinstance(model, NumpyMLP):
+        return {k: torch.from_numpy(v.copy()) for k, v in model.params.items()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def load_model_state(model, state: dict) -> None:
+    if isinstance(model, NumpyMLP):
+        model.load_state_dict({k: v.numpy() for k, v in state.items()})
+    else:
+        model.load_state_dict(state)
+
+
+def predict_logits(model, x: SparseRows, batch_size: int = 4096, device: torch.device | None = None) -> np.ndarray:
+    """(N, C) logits, in eval mode, in batches; the model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for s in range(0, len(x), batch_size):
+            xb = x.take(np.arange(s, min(s + batch_size, len(x))))
+            if isinstance(model, NumpyMLP):
+                out.append(model.forward(xb)[0])
+            else:
+                with torch.inference_mode():
+                    out.append(model(xb.to_torch(device))[0].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_proba(model, x: SparseRows, device=None) -> np.ndarray:
+    return softmax(predict_logits(model, x, device=device).astype(np.float64))
+
+
+# ----- metrics -------------------------------------------------------------------------------
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows = truth)."""
+    C = len(label_names)
+    cm = np.bincount(y_true * C + y_pred, minlength=C * C).reshape(C, C)
+    tp = np.diag(cm).astype(np.float64)
+    precision = np.divide(tp, cm.sum(0), out=np.zeros(C), where=cm.sum(0) > 0)
+    recall = np.divide(tp, cm.sum(1), out=np.zeros(C), where=cm.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(C), where=(precision + recall) > 0)
+    return {"accuracy": float(tp.sum() / max(cm.sum(), 1)), "macro_f1": float(f1.mean()),
+            "per_class": {n: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                          for n, p, r, f, s in zip(label_names, precision, recall, f1, cm.sum(1))},
+            "confusion_matrix": cm.tolist()}
+
+
+def mean_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    z = logits.astype(np.float64)
+    z = z - z.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return float(-logp[np.arange(len(labels)), labels].mean())
+
+
+def throughput(model, x: SparseRows, batch_size: int = 4096, repeats: int = 3, device=None) -> float:
+    """Samples/s of batched inference on already-featurized rows (best of ``repeats``)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        predict_logits(model, x, batch_size, device)
+        best = min(best, time.perf_counter() - t)
+    return len(x) / best
+
+
+# ----- checkpoints ---------------------------------------------------------------------------
+def vectorizer_payload(vec: NgramVectorizer) -> dict:
+    state = vec.state_dict()
+    state["idf"] = torch.from_numpy(vec.idf.copy())
+    state["scale"] = None if vec.scale is None else torch.from_numpy(vec.scale.copy())
+    return state
+
+
+def vectorizer_from_payload(state: dict) -> NgramVectorizer:
+    state = dict(state)
+    state["idf"] = state["idf"].numpy()
+    state["scale"] = None if state["scale"] is None else state["scale"].numpy()
+    return NgramVectorizer.from_state_dict(state)
+
+
+def save_model_checkpoint(path: Path, cfg: TrainConfig, model, vec: NgramVectorizer, label_names: list[str], **extra) -> Path:
+    payload = {"model": model_state(model), "config": dataclasses.asdict(cfg), "vocab": vectorizer_payload(vec),
+               "label_names": list(label_names), **extra}
+    return save_checkpoint(path, payload, KIND)
+
+
+def load_model_checkpoint(path: str | Path):
+    """``(cfg, model, vectorizer, label_names, raw checkpoint)``; one-line errors for bad files."""
+    ckpt = load_checkpoint(path, kind=KIND)
+    try:
+        cfg = config_from_dict(TrainConfig, ckpt["config"])
+        vec = vectorizer_from_payload(ckpt["vocab"])
+        names = list(ckpt["label_names"])
+        model = make_model(cfg, len(vec.vocab), len(names))
+        load_model_state(model, ckpt["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+        raise UserError(f"{path}: stage1_mlp checkpoint is incomplete or mismatched ({type(e).__name__}: {str(e)[:150]})") from None
+    model.eval()
+    return cfg, model, vec, names, ckpt
+
+
+def make_stage_result(cfg: TrainConfig, split: str, y_true: np.ndarray, logits: np.ndarray, label_names: list[str],
+                      params: int, train_wall_s: float | None, device: str, files, sample: bool,
+                      samples_per_s: float, extra: dict | None = None) -> dict:
+    """A :func:`scripts.results.make_result` record for stage 1 (metrics flat; details beside them)."""
+    m = classification_metrics(y_true, logits.argmax(1), label_names)
+    metrics = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "loss": mean_loss(logits, y_true)}
+    protocol = {"protocol": cfg.protocol}
+    if cfg.protocol == "ag_news_test_cv":
+        protocol.update(fold=cfg.fold, protocol_note=CV_NOTE)
+    return make_result(
+        KIND, "classification", cfg.dataset + ("_sample" if sample else ""), split, metrics,
+        params=params, train_wall_s=train_wall_s, device=device, seed=cfg.seed,
+        data_sha256=sha256_files(files) if files else None, primary_metric="accuracy",
+        samples_per_s=samples_per_s, n_examples=int(len(y_true)), **protocol, impl=cfg.impl,
+        per_class=m["per_class"], confusion_matrix=m["confusion_matrix"], label_names=list(label_names),
+        config=dataclasses.asdict(cfg), **(extra or {}))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB; Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False)
