@@ -31,8 +31,8 @@ class TrainConfig:
     dropout: float = field(default=0.5, metadata={"help": "dropout after every hidden ReLU"})
     # optimisation
     epochs: int = field(default=10, metadata={"help": "maximum epochs (early stopping may end sooner)"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "mini-batch size"})
+    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
+    batch_size: int = field(default=256, metadata={"help": "mini-batch size"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay"})
     patience: int = field(default=2, metadata={"help": "stop after this many epochs without a better validation accuracy"})
     seed: int = field(default=42, metadata={"help": "seed for the validation split, initial weights, data order, dropout"})
