@@ -96,13 +96,14 @@ def plot_attention(src_tokens, tgt_tokens, attn, path=None, title: str | None = 
     import matplotlib.pyplot as plt
     src = [t.replace(SPACE, "") for t in src_tokens]
     tgt = [t.replace(SPACE, "") for t in tgt_tokens] + ["<eos>"]
-    a = attn[:len(tgt), :len(src)].numpy()
+    a = attn[:len(tgt), :len(src)].numpy()  # no <eos> row when decoding hit the length cap
+    tgt = tgt[:a.shape[0]]
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(0.45 * len(src) + 2, 0.4 * len(tgt) + 1.5))
     ax.imshow(a, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     ax.set_xticks(range(len(src)), src, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(tgt)), tgt[:a.shape[0]], fontsize=8)
+    ax.set_yticks(range(len(tgt)), tgt, fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
     if own:
