@@ -195,3 +195,34 @@ def peak_rss_mb() -> float:
 
 def to_json(obj) -> str:
     return json.dumps(obj, ensure_ascii=False)
+
+
+# ----- inspection (visualize.ipynb) -----------------------------------------------------------
+def first_layer_weights(model) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(W1 (V, H1), [W2 (H1, H2), ..., W_out (H_L, C)])`` in (in, out) layout, for either impl."""
+    if isinstance(model, NumpyMLP):
+        p = model.params
+        return p["W1"], [p[f"W{k}"] for k in range(2, model.n_layers + 1)]
+    from stage1_mlp.models.mlp_torch import numpy_params
+    p = numpy_params(model)
+    return p["W1"], [p[f"W{k}"] for k in range(2, len(model.layers) + 2)]
+
+
+def ngram_class_scores(model, vec: NgramVectorizer) -> np.ndarray:
+    """(V, C) how much one unit of each n-gram's feature pushes each class logit, ignoring the ReLUs:
+    ``scale_j * (W1 W2 ... W_out)[j]``. A linear reading of the network, good for ranking n-grams."""
+    W1, rest = first_layer_weights(model)
+    scores = W1
+    for W in rest:
+        scores = scores @ W
+    if vec.scale is not None:
+        scores = scores * vec.scale[:, None]
+    return scores
+
+
+def hidden_activations(model, x: SparseRows) -> np.ndarray:
+    """(N, H1) first hidden layer after ReLU, in eval mode."""
+    W1, _ = first_layer_weights(model)
+    b1 = model.params["b1"] if isinstance(model, NumpyMLP) else model.b1.detach().cpu().numpy()
+    from stage1_mlp.models.mlp_numpy import sparse_matmul
+    return np.maximum(sparse_matmul(x, W1) + b1, 0)

@@ -66,9 +66,12 @@ class LazyAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad.coalesce()               # sums duplicate rows, sorts them
-                rows = grad.indices()[0]               # (U,) row ids
-                g = grad.values()                      # (U, H)
+                # Sum the gradient rows of repeated n-grams. np.unique does the sort that
+                # grad.coalesce() would do, several times faster on CPU.
+                ids, inverse = np.unique(p.grad._indices()[0].numpy(), return_inverse=True)
+                rows = torch.from_numpy(ids)                                            # (U,) row ids
+                g = p.grad._values().new_zeros(len(ids), p.shape[1]).index_add_(
+                    0, torch.from_numpy(inverse.reshape(-1)), p.grad._values())       # (U, H)
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)

@@ -1,0 +1,139 @@
+"""Stage-1 benchmark: the issue's targets on full data, as result files (docs/stage1_mlp.md §5).
+
+    MY_LLM_DATA=../../shared/data python benchmark.py            # everything (~10 min on 2 CPU cores)
+    python benchmark.py --only imdb_torch imdb_numpy --report    # --report: copy into results/reported/
+
+Runs each configuration as a separate process (``python train.py`` then ``python evaluate.py``, default
+flags), so peak memory (``peak_rss_mb``, from ``resource.getrusage``) is per run, and prints a target table:
+
+* IMDb (25k/25k): torch MLP test accuracy >= 91.0 %, training <= 3 min wall time (the whole train.py:
+  reading, features, training, validation); NumPy MLP within 1.5 points; peak RSS <= 3 GB;
+  batched inference >= 10,000 samples/s (featurized inputs, batch 4096).
+* AG News ``ag_news_test_cv``: 5-fold stratified CV inside the 7,600-row *test* split (the train split is
+  not available offline): mean and std of the held-out-fold accuracy. NOT the official AG News figure.
+  With the train split present (``--only ag_news``) it runs the standard train → test protocol instead.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+from scripts import REPO_ROOT
+from scripts.cli import UserError, run_cli
+from scripts.results import make_result, parse_result_lines, results_dir, write_result
+from scripts.testing import run_script
+from stage1_mlp.engine import CV_NOTE, KIND
+
+STAGE = Path(__file__).resolve().parent
+REPORTED = REPO_ROOT / "results" / "reported" / KIND
+TARGETS = {"imdb_torch_acc": 0.910, "imdb_train_s": 180.0, "numpy_gap": 0.015, "rss_mb": 3072.0, "samples_per_s": 10_000.0}
+JOBS = ("imdb_torch", "imdb_numpy", "ag_news_cv", "ag_news")
+
+
+def run(script: str, args: list[str]) -> dict:
+    """Run a stage script as a user would; return its last RESULT record (or fail loudly)."""
+    print(f"$ python {script} {' '.join(args)}", flush=True)
+    proc = run_script(STAGE / script, args, cwd=STAGE, timeout=3600)
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])
+    records = parse_result_lines(proc.stdout)
+    if proc.returncode != 0 or not records:
+        raise UserError(f"{script} failed (exit {proc.returncode}): {tail.splitlines()[-1] if tail else ''}")
+    for line in proc.stdout.splitlines():
+        if line.startswith(("eval |", "data:", "model:", "early stopping")):
+            print("  " + line[:160])
+    return records[-1]
+
+
+def train_and_test(tag: str, train_args: list[str], eval_args: list[str] = ()) -> tuple[dict, dict]:
+    ckpt = STAGE / "checkpoints" / f"bench_{tag}"
+    tr = run("train.py", [*train_args, "--out_dir", str(ckpt), "--run_dir", f"runs/bench_{tag}"])
+    ev = run("evaluate.py", ["--model_path", str(ckpt / "best_model.pt"), "--run_dir", f"runs/bench_{tag}",
+                             "--name", f"eval_{tag}", *eval_args])
+    return tr, ev
+
+
+def report(records: list[tuple[str, dict]], copy: bool) -> None:
+    """Save each record under results/ (and results/reported/ with --report), same JSON both places."""
+    for name, rec in records:
+        write_result(rec, name=name, echo=False)
+        if copy:
+            write_result(rec, name=name, out_dir=REPORTED, echo=False)
+
+
+def check(label: str, ok: bool, figure: str) -> str:
+    line = f"{'PASS' if ok else 'FAIL'}  {label}: {figure}"
+    print(line)
+    return line
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="+", choices=JOBS, default=["imdb_torch", "imdb_numpy", "ag_news_cv"],
+                   help="which runs (ag_news = the standard protocol, needs the AG News train split)")
+    p.add_argument("--report", action="store_true", help="also copy the result files into results/reported/stage1_mlp/")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+    seed = ["--seed", str(args.seed)]
+    records, lines = [], []
+
+    imdb = {}
+    for impl in ("torch", "numpy"):
+        if f"imdb_{impl}" in args.only:
+            tr, ev = train_and_test(f"imdb_{impl}", ["--dataset", "imdb", "--impl", impl, *seed])
+            if tr["dataset"] != "imdb":
+                raise UserError(f"IMDb ran on {tr['dataset']}, not the full dataset: set MY_LLM_DATA or pass data")
+            imdb[impl] = (tr, ev)
+            records += [(f"train_imdb_{impl}", tr), (f"eval_imdb_{impl}", ev)]
+    if "torch" in imdb:
+        tr, ev = imdb["torch"]
+        lines.append(check("IMDb torch test accuracy >= 91.0%", ev["metrics"]["accuracy"] >= TARGETS["imdb_torch_acc"],
+                           f"{ev['metrics']['accuracy']:.2%}"))
+        lines.append(check("IMDb torch train.py wall time <= 180 s", tr["train_wall_s"] <= TARGETS["imdb_train_s"],
+                           f"{tr['train_wall_s']:.0f} s (features {tr['feature_s']:.0f} s, loop {tr['train_loop_s']:.0f} s, "
+                           f"{tr['epochs_run']} epochs)"))
+        lines.append(check("IMDb batched inference >= 10,000 samples/s", ev["samples_per_s"] >= TARGETS["samples_per_s"],
+                           f"{ev['samples_per_s']:,.0f} samples/s (end to end from raw text {ev['end_to_end_samples_per_s']:,.0f}/s; "
+                           f"batch-1 latency {ev['latency_ms_batch1']:.2f} ms)"))
+    for impl, (tr, ev) in imdb.items():
+        rss = max(tr["peak_rss_mb"], ev["peak_rss_mb"])
+        lines.append(check(f"IMDb {impl} peak RSS <= 3 GB", rss <= TARGETS["rss_mb"], f"{rss:,.0f} MB"))
+    if len(imdb) == 2:
+        gap = imdb["torch"][1]["metrics"]["accuracy"] - imdb["numpy"][1]["metrics"]["accuracy"]
+        lines.append(check("IMDb numpy within 1.5 points of torch", gap <= TARGETS["numpy_gap"],
+                           f"numpy {imdb['numpy'][1]['metrics']['accuracy']:.2%} (gap {100 * gap:+.2f} points; "
+                           f"train.py {imdb['numpy'][0]['train_wall_s']:.0f} s)"))
+
+    if "ag_news_cv" in args.only:
+        folds = []
+        for k in range(5):
+            tr, ev = train_and_test(f"ag_news_cv{k}", ["--dataset", "ag_news", "--protocol", "ag_news_test_cv",
+                                                        "--fold", str(k), *seed])
+            folds.append(ev)
+            records += [(f"train_ag_news_cv_fold{k}", tr), (f"eval_ag_news_cv_fold{k}", ev)]
+        accs = [f["metrics"]["accuracy"] for f in folds]
+        f1s = [f["metrics"]["macro_f1"] for f in folds]
+        summary = make_result(
+            KIND, "classification", "ag_news", "test_cv_5fold",
+            {"accuracy": statistics.mean(accs), "accuracy_std": statistics.stdev(accs), "macro_f1": statistics.mean(f1s)},
+            params=folds[0]["params"], train_wall_s=None, device=folds[0]["device"], seed=args.seed,
+            data_sha256=folds[0]["data_sha256"], command="cd stage1_mlp && python " + " ".join(["benchmark.py", *sys.argv[1:]]),
+            primary_metric="accuracy", protocol="ag_news_test_cv", protocol_note=CV_NOTE,
+            fold_accuracies=accs, samples_per_s=statistics.mean(f["samples_per_s"] for f in folds))
+        records.append(("cv_ag_news_test_cv", summary))
+        lines.append(check("AG News ag_news_test_cv (5-fold CV in the test split; not the official figure)", True,
+                           f"{statistics.mean(accs):.2%} ± {statistics.stdev(accs):.2%}"))
+    if "ag_news" in args.only:
+        tr, ev = train_and_test("ag_news", ["--dataset", "ag_news", *seed])
+        records += [("train_ag_news_torch", tr), ("eval_ag_news_torch", ev)]
+        lines.append(check("AG News test accuracy >= 92.5% (standard protocol)", ev["metrics"]["accuracy"] >= 0.925,
+                           f"{ev['metrics']['accuracy']:.2%}"))
+
+    report(records, args.report)
+    print(f"result files in {results_dir() / KIND}" + (f" and {REPORTED}" if args.report else ""))
+
+
+if __name__ == "__main__":
+    run_cli(main)
