@@ -181,6 +181,7 @@ def make_stage_result(cfg: TrainConfig, split: str, y_true: np.ndarray, logits: 
         params=params, train_wall_s=train_wall_s, device=device, seed=cfg.seed,
         data_sha256=sha256_files(files) if files else None, primary_metric="accuracy",
         samples_per_s=samples_per_s, n_examples=int(len(y_true)), **protocol, impl=cfg.impl,
+        model=f"MLP {'NumPy' if cfg.impl == 'numpy' else 'PyTorch'} {list(cfg.hidden)}",
         per_class=m["per_class"], confusion_matrix=m["confusion_matrix"], label_names=list(label_names),
         config=dataclasses.asdict(cfg), **(extra or {}))
 
