@@ -121,9 +121,11 @@ def main(argv=None) -> dict:
                     f"set MY_LLM_DATA or --data_dir for the full dataset")
     if resume_ckpt is not None:
         vec = engine.vectorizer_from_payload(resume_ckpt["vocab"])
-    else:
-        vec = engine.make_vectorizer(cfg, n_classes).fit([engine.tokenize(t) for t in train.texts], train.labels)
-    x_train, x_val = engine.featurize(vec, train.texts), engine.featurize(vec, val.texts)
+        x_train = engine.featurize(vec, train.texts)
+    else:  # vocabulary, idf and NB ratios from the training part only
+        vec = engine.make_vectorizer(cfg, n_classes)
+        x_train = vec.fit_transform([engine.tokenize(t) for t in train.texts], train.labels)
+    x_val = engine.featurize(vec, val.texts)
     y_train, y_val = train.labels, val.labels
     feat_s = time.perf_counter() - t0
     logger.info(f"data: {cfg.dataset} ({cfg.protocol}) train {len(y_train)} / val {len(y_val)} from {train.source}; "

@@ -33,5 +33,5 @@ def add_ngrams(tokens: list[str], n: int) -> list[str]:
     """``tokens`` followed by every 2..n-gram (joined with a space) of them."""
     out = list(tokens)
     for k in range(2, n + 1):
-        out += [" ".join(tokens[i:i + k]) for i in range(len(tokens) - k + 1)]
+        out += map(" ".join, zip(*(tokens[j:] for j in range(k))))  # k-grams: (t0..tk-1), (t1..tk), ...
     return out

@@ -100,6 +100,11 @@ class NgramVectorizer:
     # ----- fitting (training split only) -----------------------------------------------------
     def fit(self, docs: Sequence[list[str]], labels: Sequence[int] | None = None) -> "NgramVectorizer":
         """Build the vocabulary and idf from tokenized training documents."""
+        self.fit_transform(docs, labels)
+        return self
+
+    def fit_transform(self, docs: Sequence[list[str]], labels: Sequence[int] | None = None) -> SparseRows:
+        """:meth:`fit`, then the training documents' rows (computed once, not twice)."""
         df = Counter()
         for tokens in docs:
             df.update(set(add_ngrams(tokens, self.ngram)))
@@ -111,22 +116,22 @@ class NgramVectorizer:
         n = len(docs)
         counts = np.array([c for _, c in kept], dtype=np.float64)
         self.idf = (np.log((1 + n) / (1 + counts)) + 1).astype(np.float32)
+        self.scale = None
+        x = self.transform(docs)
         if self.nb_scale:
-            self.scale = None
-            x = self.transform(docs)
             self.scale = nb_log_count_ratio(x, np.asarray(labels), self.nb_alpha)
-        return self
+            x.values = x.values * self.scale[x.indices]
+        return x
 
     # ----- transforming ------------------------------------------------------------------------
     def transform(self, docs: Iterable[list[str]]) -> SparseRows:
         """Tokenized documents → :class:`SparseRows` (unknown n-grams are dropped)."""
         if not self.vocab:
             raise RuntimeError("fit the vectorizer first")
-        index, V = self.index, len(self.vocab)
+        lookup, V = self.index.get, len(self.vocab)
         ids, doc_of, n_tokens = [], [], []
-        for d, tokens in enumerate(docs):
-            grams = add_ngrams(tokens, self.ngram)
-            row = [index[g] for g in grams if g in index]
+        for tokens in docs:
+            row = [i for i in map(lookup, add_ngrams(tokens, self.ngram)) if i is not None]
             ids += row
             doc_of.append(len(row))
             n_tokens.append(max(len(row), 1))
@@ -149,9 +154,10 @@ class NgramVectorizer:
         if self.weighting != "mean":
             norms = np.sqrt(np.bincount(rows, weights=values.astype(np.float64) ** 2, minlength=n_docs))
             values = values / np.maximum(norms, 1e-12)[rows]
-        if self.scale is not None:
+        values = values.astype(np.float32)
+        if self.scale is not None:  # same float32 product as in fit_transform, bit for bit
             values = values * self.scale[cols]
-        return SparseRows(indptr, cols, values.astype(np.float32), V)
+        return SparseRows(indptr, cols, values, V)
 
     # ----- saving inside a checkpoint (plain data only) ---------------------------------------
     def state_dict(self) -> dict:
