@@ -14,12 +14,18 @@ shared machine so timings stay honest.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
-import torch
+# On a shared machine (more runnable threads than cores) OpenMP's default busy-waiting at barriers
+# made every LSTM step 4x slower in our measurements; sleeping threads lose little when idle.
+# Must be set before torch loads its OpenMP runtime; it is recorded in each result file.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from scripts.cli import UserError, run_cli
+import torch  # noqa: E402
+
+from scripts.cli import UserError, run_cli  # noqa: E402
 from scripts.device import describe_device, pick_device
 from scripts.results import make_result, write_result
 from scripts.seed import seed_everything

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,7 +292,7 @@ def main(argv=None) -> dict:
         params=n_params, train_wall_s=round(train_wall, 1), model=model_label(mcfg, cfg.vocab_type), device=describe_device(device), seed=cfg.seed,
         data_sha256=sha256_files(corpus.files) if corpus.files else None, primary_metric=primary,
         tokens_per_s=round(steps_done * cfg.batch_size * cfg.seq_len / max(train_wall, 1e-9), 1),
-        last_val_loss=pos["last_val"], steps=steps_done, epochs_done=pos["epoch"] + pos["batch"] / n_batches, stopped_by=stop_reason,
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), last_val_loss=pos["last_val"], steps=steps_done, epochs_done=pos["epoch"] + pos["batch"] / n_batches, stopped_by=stop_reason,
         config={"model": dataclasses.asdict(mcfg), "train": dataclasses.asdict(cfg)}, checkpoint=str(best_path))
     write_result(record, name=f"train_{tag}")
     return record
