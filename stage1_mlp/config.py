@@ -34,7 +34,7 @@ class TrainConfig:
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
     batch_size: int = field(default=256, metadata={"help": "mini-batch size"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay"})
-    patience: int = field(default=2, metadata={"help": "stop after this many epochs without a better validation accuracy"})
+    patience: int = field(default=2, metadata={"help": "early stopping: stop after this many epochs in a row without a better validation accuracy"})
     seed: int = field(default=42, metadata={"help": "seed for the validation split, initial weights, data order, dropout"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps in total (smoke runs)"})
     log_every: int = field(default=50, metadata={"help": "log a training line every N steps"})
@@ -58,7 +58,7 @@ class TrainConfig:
             raise UserError(f"--impl must be torch or numpy, got {self.impl!r}")
         if self.weighting not in WEIGHTINGS:
             raise UserError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
-        for name in ("epochs", "batch_size", "ngram", "max_features", "min_df", "log_every"):
+        for name in ("epochs", "batch_size", "ngram", "max_features", "min_df", "log_every", "patience"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "limit_train"):
@@ -68,8 +68,8 @@ class TrainConfig:
             raise UserError(f"--hidden_dims must be positive sizes (or 0 for none), got {list(self.hidden_dims)}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.patience < 0:
-            raise UserError("--weight_decay and --patience must be >= 0")
+        if self.weight_decay < 0:
+            raise UserError(f"--weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.dropout < 1:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.val_fraction < 0.5:

@@ -9,7 +9,7 @@ Pipeline: read the train split → carve a stratified validation split → fit t
 and TF-IDF on the remaining training part only → mini-batch AdamW on softmax cross-entropy →
 evaluate on validation every epoch; the best epoch goes to ``checkpoints/best_model.pt``, and
 training stops after ``--patience`` epochs without improvement. ``checkpoints/last_model.pt``
-(written every epoch, at ``--max_steps`` and on Ctrl-C) holds everything ``--resume`` needs:
+(written when training ends, at ``--max_steps`` and on Ctrl-C) holds everything ``--resume`` needs:
 weights, optimizer moments, RNG states, the epoch's data order and the position inside it.
 """
 from __future__ import annotations
@@ -206,9 +206,7 @@ def main(argv=None) -> dict:
                 state["bad_epochs"] += 1
             logger.log(state["step"], prefix="eval", epoch=state["epoch"], val_loss=loss, val_accuracy=acc,
                        best=state["best_metric"], elapsed_s=time.perf_counter() - t_train)
-            stopped_early = state["bad_epochs"] > cfg.patience
-            state["train_s"] = time.perf_counter() - t_train
-            save_last()
+            stopped_early = state["bad_epochs"] >= cfg.patience
         state["train_s"] = time.perf_counter() - t_train
         save_last()
     except KeyboardInterrupt:
@@ -217,7 +215,7 @@ def main(argv=None) -> dict:
         logger.info(f"interrupted: saved {last_path}; continue with the same command plus --resume")
         raise
     if stopped_early:
-        logger.info(f"early stopping: no better validation accuracy for {cfg.patience + 1} epochs")
+        logger.info(f"early stopping: no better validation accuracy for {cfg.patience} epochs")
 
     # ----- final: the best epoch's model on validation ---------------------------------------
     if best_path.is_file():
