@@ -68,10 +68,14 @@ class LazyAdam(torch.optim.Optimizer):
                     continue
                 # Sum the gradient rows of repeated n-grams. np.unique does the sort that
                 # grad.coalesce() would do, several times faster on CPU.
-                ids, inverse = np.unique(p.grad._indices()[0].numpy(), return_inverse=True)
-                rows = torch.from_numpy(ids)                                            # (U,) row ids
-                g = p.grad._values().new_zeros(len(ids), p.shape[1]).index_add_(
-                    0, torch.from_numpy(inverse.reshape(-1)), p.grad._values())       # (U, H)
+                idx = p.grad._indices()[0]                                             # (nnz,)
+                if idx.device.type == "cpu":
+                    ids, inverse = np.unique(idx.numpy(), return_inverse=True)
+                    rows, inverse = torch.from_numpy(ids), torch.from_numpy(inverse.reshape(-1))
+                else:
+                    rows, inverse = torch.unique(idx, return_inverse=True)
+                g = p.grad._values().new_zeros(len(rows), p.shape[1]).index_add_(
+                    0, inverse, p.grad._values())                                     # (U, H), U = rows.numel()
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)

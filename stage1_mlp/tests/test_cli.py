@@ -149,3 +149,17 @@ def test_empty_text_is_an_error(tmp_path):
     for text in ["", "   \n\t"]:
         with pytest.raises(UserError, match="empty"):
             evaluate_mod.main(["--model_path", str(tmp_path / "last_model.pt"), "--text", text])
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    """best_model.pt holds the first epoch with the highest validation accuracy, never a later worse one,
+    and training stops exactly `patience` epochs after it."""
+    res = train(tmp_path, "--epochs", "12", "--patience", "2", "--lr", "0.05", "--limit_train", "300")
+    evals = read_metrics(tmp_path / "run" / "metrics.jsonl", kind="eval")
+    accs = [r["val_accuracy"] for r in evals]
+    best_epoch = int(np.argmax(accs)) + 1
+    assert res["best_epoch"] == best_epoch and res["metrics"]["accuracy"] == pytest.approx(max(accs))
+    best = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    assert best["epoch"] == best_epoch and best["best_metric"] == max(accs)
+    assert res["epochs_run"] == len(accs)
+    assert res["epochs_run"] == best_epoch + 2 < 12, accs  # this lr plateaus early: early stopping fired
