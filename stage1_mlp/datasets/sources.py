@@ -92,10 +92,12 @@ def load_split(name: str, split: str, data_dir: str | Path | None = None) -> Tex
         where = find_dataset(name, [fname], data_dir=data_dir, bundled=bundled)
     except DataNotFoundError as e:
         if name == "ag_news" and split == "train":
+            looked = str(e).split("looked in: ", 1)[-1].split("; the hub", 1)[0]
             raise UserError(
-                f"{e}. AG News train split (train.csv, 120k rows) not found: download it (e.g. "
-                f"torchtext's ag_news_csv) into <dir>/ag_news/, or without it run "
-                f"--protocol ag_news_test_cv (5-fold CV inside the 7,600-row test split, not the official figure)") from None
+                f"AG News train split (train.csv, 120k rows) not found (looked in: {looked}; hub offline or "
+                f"unreachable). Put train.csv + test.csv in <dir>/ag_news/ and pass --data_dir <dir> or set "
+                f"MY_LLM_DATA=<dir>; or, with only the test split, run --protocol ag_news_test_cv "
+                f"(5-fold CV inside the 7,600-row test split; not the official figure)") from None
         raise
     if isinstance(where, HubSource):
         ds = load_hub_dataset(where, split)
