@@ -21,3 +21,6 @@ def test_notebook_runs():
     assert "temperature 0.3" in text and "scratch vs nn.LSTM max |diff|" in text
     diff = float(text.split("max |diff| of logits:")[1].split()[0])
     assert diff < 1e-4  # the scratch cell reproduces the trained nn.LSTM
+    far = {line.split("|grad|")[0].strip(): float(line.split("40 steps back")[1])
+           for line in text.splitlines() if "40 steps back" in line}
+    assert far["LSTM (forget bias 3)"] > 1e4 * far["RNN"]  # the vanishing-gradient picture holds
