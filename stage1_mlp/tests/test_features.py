@@ -103,3 +103,22 @@ def test_splits_are_stratified_seeded_and_disjoint():
     folds = stratified_folds(labels, 5)
     for f in range(5):
         assert np.bincount(labels[folds == f]).tolist() == [20, 20, 10, 50]
+
+
+@pytest.mark.parametrize("weighting, nb", [("tfidf", True), ("mean", False), ("count", False)])
+def test_fit_transform_equals_fit_then_transform_and_reference_vocabulary(weighting, nb):
+    data = load_split("imdb", "train")
+    docs = [tokenize(t) for t in data.texts[:300]]
+    labels = data.labels[:300]
+    vec = NgramVectorizer(ngram=2, max_features=3000, min_df=2, weighting=weighting, nb_scale=nb)
+    x = vec.fit_transform(docs, labels)
+    y = vec.transform(docs)
+    np.testing.assert_array_equal(x.indptr, y.indptr)
+    np.testing.assert_array_equal(x.indices, y.indices)
+    np.testing.assert_array_equal(x.values, y.values)
+    # the vocabulary a plain Counter gives: df >= min_df, most frequent first, ties alphabetically
+    from collections import Counter
+    df = Counter(g for d in docs for g in set(add_ngrams(d, 2)))
+    ref = sorted((g for g, c in df.items() if c >= 2), key=lambda g: (-df[g], g))[:3000]
+    assert vec.vocab == ref
+    np.testing.assert_allclose(vec.idf, np.log(301 / (1 + np.array([df[g] for g in ref]))) + 1, rtol=1e-6)
