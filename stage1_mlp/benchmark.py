@@ -48,9 +48,9 @@ def run(script: str, args: list[str]) -> dict:
 
 
 def train_and_test(tag: str, train_args: list[str], eval_args: list[str] = ()) -> tuple[dict, dict]:
-    ckpt = STAGE / "checkpoints" / f"bench_{tag}"
-    tr = run("train.py", [*train_args, "--out_dir", str(ckpt), "--run_dir", f"runs/bench_{tag}"])
-    ev = run("evaluate.py", ["--model_path", str(ckpt / "best_model.pt"), "--run_dir", f"runs/bench_{tag}",
+    ckpt = f"checkpoints/bench_{tag}"  # relative to stage1_mlp/, where the scripts run
+    tr = run("train.py", [*train_args, "--out_dir", ckpt, "--run_dir", f"runs/bench_{tag}"])
+    ev = run("evaluate.py", ["--model_path", f"{ckpt}/best_model.pt", "--run_dir", f"runs/bench_{tag}",
                              "--name", f"eval_{tag}", *eval_args])
     return tr, ev
 

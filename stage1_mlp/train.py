@@ -27,7 +27,7 @@ import torch
 from scripts.checkpoint import load_checkpoint
 from scripts.cli import UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args
-from scripts.device import add_device_args, describe_device, pick_device
+from scripts.device import add_device_args, autocast, describe_device, pick_device
 from scripts.log import RunLogger, progress
 from scripts.results import write_result
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
@@ -76,14 +76,15 @@ def _load_optimizer_state(opt, state: dict) -> None:
         opt.load_state_dict(state)
 
 
-def train_step(model, opt, xb, yb, device) -> float:
-    """One optimizer step on a batch; returns the batch loss."""
+def train_step(model, opt, xb, yb, device, dtype: str = "float32") -> float:
+    """One optimizer step on a batch; returns the batch loss (``dtype``: autocast, torch only)."""
     if isinstance(model, NumpyMLP):
         _, loss = model.forward(xb, yb)
         model.backward()
         opt.step(model.grads)
         return loss
-    _, loss = model(xb.to_torch(device), torch.from_numpy(yb).to(device))
+    with autocast(device, dtype):
+        _, loss = model(xb.to_torch(device), torch.from_numpy(yb).to(device))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -181,7 +182,7 @@ def main(argv=None) -> dict:
                     break
                 b = state["batch_in_epoch"]
                 idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                losses.append(train_step(model, opt, x_train.take(idx), y_train[idx], device))
+                losses.append(train_step(model, opt, x_train.take(idx), y_train[idx], device, args.dtype))
                 state["batch_in_epoch"] += 1
                 state["step"] += 1
                 bar.update(1)
