@@ -161,3 +161,26 @@ def test_bad_inputs_as_a_user_sees_them(trained, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], r.stderr
     assert not (Path(__file__).parent / "PWNED").exists()
+
+
+def _shared_data():
+    import os
+    from scripts import REPO_ROOT
+    return Path(os.environ.get("MY_LLM_DATA") or REPO_ROOT.parent / "shared" / "data")
+
+
+@pytest.mark.skipif(not (_shared_data() / "ptb").is_dir(), reason="Penn Treebank not available (set MY_LLM_DATA)")
+def test_word_level_ptb_adaptive_softmax_and_unknown_words(tmp_path, capsys):
+    ck = tmp_path / "ck"
+    rec = train.main(["--vocab_type", "word", "--dataset", "ptb", "--data_dir", str(_shared_data()), "--limit_train", "30000",
+                      "--emb_dim", "16", "--hidden_size", "16", "--num_layers", "1", "--batch_size", "8", "--seq_len", "10",
+                      "--adaptive_cutoffs", "100", "500", "--max_steps", "5", "--checkpoint_dir", str(ck), "--run_dir", str(tmp_path)])
+    assert rec["primary_metric"] == "test_perplexity" and "test_loss" in rec["metrics"]
+    assert (ck / "word_vocabulary.pkl").is_file() and (ck / "best_lstm_word.pt").is_file()
+    vocab = load_vocab_pickle(ck / "word_vocabulary.pkl")
+    assert vocab["tokens"][0] == "the" and "<unk>" in vocab["tokens"] and "<eos>" in vocab["tokens"]
+    capsys.readouterr()
+    out = generate.main(["--checkpoint", str(ck / "best_lstm_word.pt"), "--prompt", "the qwertyuiop market",
+                         "--max_new_tokens", "5", "--seed", "0"])
+    assert len(out.split()) == 5
+    assert "read as <unk>: qwertyuiop" in capsys.readouterr().err
