@@ -219,6 +219,9 @@ def main(argv=None) -> dict:
         logger.info(f"early stopping: no better validation accuracy for {cfg.patience} epochs")
 
     # ----- final: the best epoch's model on validation ---------------------------------------
+    if state["best_epoch"] < 0:  # stopped (--max_steps) before any epoch ended: the current weights
+        engine.save_model_checkpoint(best_path, cfg, model, vec, train.label_names,
+                                     best_metric=None, epoch=state["epoch"], step=state["step"])
     if best_path.is_file():
         engine.load_model_state(model, load_checkpoint(best_path, kind=engine.KIND)["model"])
         if not isinstance(model, NumpyMLP):
