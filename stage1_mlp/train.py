@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -93,6 +94,7 @@ def train_step(model, opt, xb, yb, device, dtype: str = "float32") -> float:
 
 def main(argv=None) -> dict:
     t_start = time.perf_counter()
+    load_at_start = os.getloadavg()[0]  # recorded beside timings: the machine may be shared
     cfg, args = parse_args(argv)
     device = pick_device(args.device)
     out_dir = Path(cfg.out_dir)
@@ -235,7 +237,8 @@ def main(argv=None) -> dict:
         samples_per_s=state["step"] * cfg.batch_size / max(state["train_s"], 1e-9),
         extra={"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "steps": state["step"],
                "feature_s": feat_s, "train_loop_s": state["train_s"], "peak_rss_mb": engine.peak_rss_mb(),
-               "vocab_size": len(vec.vocab), "checkpoint": str(best_path)})
+               "vocab_size": len(vec.vocab), "checkpoint": str(best_path),
+               "load_avg_1min": [load_at_start, os.getloadavg()[0]]})
     write_result(result, name=f"train_{cfg.dataset}_{cfg.impl}")
     return result
 
