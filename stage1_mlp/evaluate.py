@@ -25,7 +25,7 @@ from scripts.data import DataNotFoundError
 from scripts.device import add_device_args, describe_device, pick_device
 from scripts.results import write_result
 from stage1_mlp import engine
-from stage1_mlp.datasets.sources import load_for_training, load_split
+from stage1_mlp.datasets.sources import load_for_training, load_split, stratified_split
 from stage1_mlp.models.mlp_numpy import NumpyMLP
 from stage1_mlp.plots import plot_confusion
 
@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text", default=None, help="classify this text and print the class probabilities")
     p.add_argument("--split", default="test", choices=["test", "val"], help="which split to score")
     p.add_argument("--data_dir", default=None, help="folder with <dataset>/ files (default: as in training, then $MY_LLM_DATA ...)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N examples (smoke runs)")
+    p.add_argument("--limit", type=int, default=None, help="score only about N examples, stratified (smoke runs)")
     p.add_argument("--batch_size", type=int, default=4096, help="batch size for scoring and the throughput figure")
     p.add_argument("--latency_samples", type=int, default=200, help="texts timed one by one for the batch-1 latency")
     p.add_argument("--run_dir", default=None, help="where the confusion-matrix PNG goes (default runs/eval_<dataset>_<time>)")
@@ -106,8 +106,9 @@ def main(argv=None) -> dict | None:
             raise UserError(f"{e}; or score the validation split carved from train with --split val") from None
         split = "test"
     texts, labels = data.texts, data.labels
-    if args.limit is not None:
-        texts, labels = texts[: args.limit], labels[: args.limit]
+    if args.limit is not None and args.limit < len(texts):  # a stratified subset (files are sorted by label)
+        keep = stratified_split(labels, args.limit / len(texts), seed=0)[1]
+        texts, labels = [texts[i] for i in keep], labels[keep]
 
     t0 = time.perf_counter()
     x = engine.featurize(vec, texts)
