@@ -196,7 +196,7 @@ def main(argv=None) -> dict:
 
     def payload(with_training_state: bool) -> dict:
         d = {"model": unwrap_model(model).state_dict(), "config": {"model": dataclasses.asdict(mcfg), "train": dataclasses.asdict(cfg)},
-             "vocab": vocab.to_dict(), "step": pos["step"], "best_metric": pos["best"]}
+             "vocab": vocab.to_dict(), "step": pos["step"], "best_metric": pos["best"], "train_wall_s": pos["train_time"]}
         if with_training_state:
             d.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), position=dict(pos),
                      rng=get_rng_state(generator), hidden=RNNLanguageModel.detach_state(hidden))

@@ -134,7 +134,7 @@ def load_corpus(vocab_type: str, dataset: str | None = None, data_dir: str | Pat
         config, column, rename = HUB[dataset]
         for split in ("train", "val", "test"):
             rows = load_hub_dataset(where, rename.get(split, split), config)
-            texts[split] = "\n".join(rows[column]) + "\n"
+            texts[split] = "".join(r if r.endswith("\n") else r + "\n" for r in rows[column])  # one line per row
     elif dataset == "tinyshakespeare":
         text, path = _read(where, names["all"])
         files.append(path)
