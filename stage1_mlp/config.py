@@ -34,7 +34,7 @@ class TrainConfig:
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
     batch_size: int = field(default=256, metadata={"help": "mini-batch size"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay"})
-    patience: int = field(default=2, metadata={"help": "early stopping: stop after this many epochs in a row without a better validation accuracy"})
+    patience: int = field(default=1, metadata={"help": "early stopping: stop after this many epochs in a row without a better validation accuracy"})
     seed: int = field(default=42, metadata={"help": "seed for the validation split, initial weights, data order, dropout"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps in total (smoke runs)"})
     log_every: int = field(default=50, metadata={"help": "log a training line every N steps"})
