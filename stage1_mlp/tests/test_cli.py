@@ -37,7 +37,7 @@ def no_full_data(monkeypatch):
 
 @pytest.mark.parametrize("impl", ["torch", "numpy"])
 def test_train_then_evaluate(tmp_path, impl):
-    res = train(tmp_path, "--epochs", "3", "--impl", impl)
+    res = train(tmp_path, "--epochs", "3", "--patience", "3", "--impl", impl)
     assert res["dataset"] == "imdb_sample" and res["split"] == "val" and res["impl"] == impl
     assert res["primary_metric"] == "accuracy" and res["samples_per_s"] > 0
     losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")]
