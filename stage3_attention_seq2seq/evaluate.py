@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from scripts.cli import UserError, run_cli
 from scripts.data import sha256_files
 from scripts.device import add_device_args, describe_device, pick_device
@@ -36,15 +38,18 @@ def build_parser():
     p.add_argument("--out_dir", default=None, help="where heatmaps go (default: runs/eval_<checkpoint name>)")
     p.add_argument("--name", default=None, help="result file name (default: eval_<attention>_<dataset>_<pair>)")
     p.add_argument("--quiet", action="store_true", help="no example translations")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     add_device_args(p)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.beam_size < 1 or args.batch_size < 1 or args.limit < 0 or args.heatmaps < 0:
+    if args.beam_size < 1 or args.batch_size < 1 or min(args.limit, args.heatmaps, args.threads) < 0:
         raise UserError("--beam_size and --batch_size must be >= 1, --limit and --heatmaps >= 0")
     device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, src_vocab, tgt_vocab, ckpt = load_model(args.model_path, device)
     tcfg = ckpt["config"]["train"]
     corpus = load_corpus(tcfg["dataset"], tcfg["src_lang"], tcfg["tgt_lang"], args.data_dir, seed=tcfg["seed"])
@@ -55,7 +60,7 @@ def main(argv=None):
     attn_type = ckpt["config"]["model"]["attention_type"]
     print(f"{args.model_path}: {attn_type}, {corpus.name} {tcfg['src_lang']}->{tcfg['tgt_lang']}, "
           f"{model.num_params():,} parameters, trained {ckpt['state']['epoch']} epochs")
-    metrics, signature, primary_outs = {}, None, None
+    head, metrics, signature, primary_outs = {}, {}, None, None
     for i, split in enumerate(splits):
         src, ref = corpus.splits[split]
         if args.limit:
@@ -73,11 +78,12 @@ def main(argv=None):
                   f"({len(src)} sentences decoded in {secs:.1f} s)")
             if i == 0:
                 primary_outs = (src, ref, outs)
-                metrics["bleu" if beam > 1 or args.beam_size == 1 else "bleu_greedy"] = scores["bleu"]
-                metrics["chrf" if beam > 1 or args.beam_size == 1 else "chrf_greedy"] = scores["chrf"]
+                head["bleu" if beam > 1 or args.beam_size == 1 else "bleu_greedy"] = scores["bleu"]
+                head["chrf" if beam > 1 or args.beam_size == 1 else "chrf_greedy"] = scores["chrf"]
                 if beam == args.beam_size:
-                    metrics["beam_decode_s"] = secs
+                    head["beam_decode_s"] = secs
     print(f"sacreBLEU signature: {signature}")
+    metrics = {k: head[k] for k in ("bleu", "bleu_greedy", "beam_decode_s", "chrf", "chrf_greedy") if k in head} | metrics
 
     src, ref, outs = primary_outs
     if not args.quiet:
@@ -98,7 +104,7 @@ def main(argv=None):
                          seed=tcfg["seed"], data_sha256=sha256_files(corpus.files), primary_metric="bleu",
                          samples_per_s=len(src) / max(metrics.get("beam_decode_s", metrics[f"{splits[0]}/decode_s_greedy"]), 1e-9),
                          bleu_signature=signature, language_pair=f"{tcfg['src_lang']}-{tcfg['tgt_lang']}",
-                         attention_type=attn_type, beam_size=args.beam_size, len_alpha=args.len_alpha,
+                         model=f"{attn_type} beam {args.beam_size}", attention_type=attn_type, beam_size=args.beam_size, len_alpha=args.len_alpha,
                          config=ckpt["config"], checkpoint=str(args.model_path), epochs_trained=ckpt["state"]["epoch"])
     write_result(record, name=args.name or f"eval_{attn_type}_{corpus.name}_{tcfg['src_lang']}-{tcfg['tgt_lang']}")
     return record

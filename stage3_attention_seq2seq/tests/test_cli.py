@@ -16,6 +16,7 @@ from stage3_attention_seq2seq import evaluate, train, translate
 from stage3_attention_seq2seq.utils.data import load_corpus
 
 STAGE = Path(__file__).resolve().parent.parent
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models; the test machine is shared
 TINY = ["--limit_train", "256", "--batch_size", "32", "--epochs", "1", "--emb_dim", "32", "--enc_hidden", "32",
         "--dec_hidden", "64", "--attn_dim", "32", "--val_bleu_sentences", "8", "--warmup_steps", "2", "--lr", "5e-3",
         "--log_every", "1"]
@@ -84,7 +85,7 @@ def test_evaluate_cli(tiny_ckpt, env):
     out, _ = tiny_ckpt
     r = run_script(STAGE / "evaluate.py", ["--model_path", out, "--limit", "6", "--splits", "test_2016_flickr",
                                             "--beam_size", "2", "--out_dir", env / "heat", "--heatmaps", "1"],
-                   env={"MY_LLM_RESULTS": str(env / "results")})
+                   env={"MY_LLM_RESULTS": str(env / "results"), **ONE_THREAD})
     assert r.returncode == 0, r.stderr
     assert "tok:13a" in r.stdout and "case:mixed" in r.stdout
     rec = parse_result_lines(r.stdout)[-1]
@@ -97,18 +98,18 @@ def test_translate_cli_interactive_and_edge_cases(tiny_ckpt):
     out, _ = tiny_ckpt
     long = " ".join(["dog"] * 150)
     r = run_script(STAGE / "translate.py", ["--model_path", out, "--interactive", "--beam_size", "3", "--sentence", long],
-                   stdin="A man is riding a bike.\nqqxz vvbn\n\n")
+                   stdin="A man is riding a bike.\nqqxz vvbn\n\n", env=ONE_THREAD)
     assert r.returncode == 0, r.stderr
     assert "only the first 100 were translated" in r.stdout
     assert "every word is unknown" in r.stdout
     assert "#" in r.stdout or "+" in r.stdout  # the attention table
-    r = run_script(STAGE / "translate.py", ["--model_path", out, "--sentence", "   "])
+    r = run_script(STAGE / "translate.py", ["--model_path", out, "--sentence", "   "], env=ONE_THREAD)
     assert r.returncode == 2 and r.stderr.strip() == "error: empty input sentence"
 
 
 def test_bad_checkpoints(tiny_ckpt, env):
     out, _ = tiny_ckpt
-    r = run_script(STAGE / "evaluate.py", ["--model_path", env / "nope.pt"])
+    r = run_script(STAGE / "evaluate.py", ["--model_path", env / "nope.pt"], env=ONE_THREAD)
     assert r.returncode == 2 and r.stderr.startswith("error: checkpoint not found") and len(r.stderr.strip().splitlines()) == 1
     other = env / "other.pt"
     save_checkpoint(other, {"model": {}, "config": {}}, kind="stage2_rnn_lstm")

@@ -1,0 +1,30 @@
+"""Quick start for stage 3 (bundled Multi30k en->fr only, a few minutes on a laptop CPU).
+
+Trains a small Bahdanau model on 6,000 sentence pairs for 2 epochs, then scores it with
+sacreBLEU on test_2016_flickr (greedy and beam 5) and prints the RESULT lines. The score is far
+below the benchmark's (see README.md); the point is to see the whole pipeline run.
+
+    python quickstart.py
+"""
+from __future__ import annotations
+
+import sys
+
+from scripts.cli import run_cli
+from stage3_attention_seq2seq import evaluate, train
+
+CKPT = "checkpoints/quickstart_attention_model.pt"
+
+
+def main(argv=None):
+    train.main(["--attention_type", "bahdanau", "--limit_train", "6000", "--epochs", "2", "--batch_size", "64",
+                "--emb_dim", "128", "--enc_hidden", "128", "--dec_hidden", "256", "--attn_dim", "128",
+                "--warmup_steps", "50", "--val_bleu_sentences", "200", "--log_every", "25",
+                "--threads", "1", "--out", CKPT, "--run_dir", "runs/quickstart"])
+    evaluate.main(["--model_path", CKPT, "--splits", "test_2016_flickr", "--beam_size", "5",
+                   "--out_dir", "runs/quickstart/heatmaps", "--name", "quickstart_eval", "--threads", "1"])
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])
