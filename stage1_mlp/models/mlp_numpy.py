@@ -5,9 +5,9 @@
     z   = dropout(h_L) W_out + b_out        (B, C) logits
     loss = mean_i [ -log softmax(z_i)[y_i] ]
 
-Backward (the chain rule, layer by layer, docs §2.3):
+Backward (the chain rule, layer by layer, docs §2.2-2.3):
 
-    dL/dz = (softmax(z) - onehot(y)) / B        (softmax + cross-entropy together, eq. 2.5)
+    dL/dz = (softmax(z) - onehot(y)) / B        (softmax + cross-entropy together, eq. 2.4)
     dL/dW = h_in^T dL/dout,  dL/db = sum_rows dL/dout,  dL/dh_in = dL/dout W^T
     ReLU:    dL/dh = dL/dout * (pre-activation > 0)
     dropout: dL/dh = dL/dout * mask / (1 - p)    (inverted dropout, Srivastava et al. 2014)
@@ -55,7 +55,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def cross_entropy(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean softmax cross-entropy and its gradient ``(softmax(z) - onehot(y)) / B`` (docs eq. 2.5)."""
+    """Mean softmax cross-entropy and its gradient ``(softmax(z) - onehot(y)) / B`` (docs eq. 2.4)."""
     B = z.shape[0]
     zs = z - z.max(axis=1, keepdims=True)
     log_p = zs - np.log(np.exp(zs).sum(axis=1, keepdims=True))  # log-softmax, (B, C)
