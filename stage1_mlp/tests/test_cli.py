@@ -114,10 +114,17 @@ def test_ag_news_full_data_path_and_cv_protocol(tmp_path):
     (["--max_features", "-1"], "--max_features"),
     (["--dataset", "ag_news"], "ag_news_test_cv"),
     (["--protocol", "ag_news_test_cv"], "needs --dataset ag_news"),
+    (["--data_dir", "/nonexistent/data"], "holds neither"),
 ])
 def test_bad_training_flags(tmp_path, argv, message):
     with pytest.raises(UserError, match=message):
         train_mod.main([*argv, "--out_dir", str(tmp_path)])
+
+
+def test_missing_test_split_suggests_val(tmp_path):
+    train(tmp_path, "--epochs", "1", "--max_steps", "1")
+    with pytest.raises(UserError, match="--split val"):  # only the bundled train sample is here
+        evaluate_mod.main(["--model_path", str(tmp_path / "best_model.pt"), "--run_dir", str(tmp_path / "ev")])
 
 
 def test_resume_without_checkpoint(tmp_path):
