@@ -97,7 +97,7 @@ def test_evaluate_cli(tiny_ckpt, env):
 def test_translate_cli_interactive_and_edge_cases(tiny_ckpt):
     out, _ = tiny_ckpt
     long = " ".join(["dog"] * 150)
-    r = run_script(STAGE / "translate.py", ["--model_path", out, "--interactive", "--beam_size", "3", "--sentence", long],
+    r = run_script(STAGE / "translate.py", ["--model_path", out, "--interactive", "--beam_size", "2", "--sentence", long],
                    stdin="A man is riding a bike.\nqqxz vvbn\n\n", env=ONE_THREAD)
     assert r.returncode == 0, r.stderr
     assert "only the first 100 were translated" in r.stdout
