@@ -203,6 +203,7 @@ def main(argv=None):
             epoch_loss, epoch_tokens = 0.0, 0
             t_log, tok_log = time.perf_counter(), 0
             while state["batch"] < len(batches):
+                t_step = time.perf_counter()
                 b = {k: v.to(device) for k, v in collate([train_pairs[i] for i in batches[state["batch"]]]).items()}
                 lr = lr_at(state["step"], total_steps, cfg, time.perf_counter() - t_start)
                 for g in opt.param_groups:
@@ -222,10 +223,11 @@ def main(argv=None):
                     dt = time.perf_counter() - t_log
                     log.log(state["step"], loss=loss.item(), lr=lr, **{"tok/s": tok_log / dt, "ms/step": 1000 * dt / cfg.log_every})
                     t_log, tok_log = time.perf_counter(), 0
-                elapsed = time.perf_counter() - t_start
+                now = time.perf_counter()
                 if cfg.max_steps and state["step"] >= cfg.max_steps:
                     stop_reason = f"max_steps {cfg.max_steps}"
-                elif cfg.time_budget_min and elapsed >= cfg.time_budget_min * 60:
+                elif cfg.time_budget_min and (now - t_start) + (now - t_step) >= cfg.time_budget_min * 60:
+                    # stop when one more step of the same length would overrun the budget
                     stop_reason = f"time budget {cfg.time_budget_min} min"
                 if stop_reason:
                     break
