@@ -103,25 +103,30 @@ def update_text(text: str, results: list[dict]) -> str:
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
-    """One panel per stage: the headline metric of each reported run."""
+    """One panel per (stage, headline metric): metrics with different units never share an axis."""
     if not results:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = sorted({r["stage"] for r in results})
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.6), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        rows = [r for r in results if r["stage"] == stage]
-        labels = [f"{r.get('model') or r['task']}\n{r['dataset']}/{r['split']}" for r in rows]
-        values = [primary(r)[1] for r in rows]
-        ax.bar(range(len(rows)), values, color="#4c72b0")
-        ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=20, ha="right")
-        ax.set_title(stage, fontsize=9)
-        ax.set_ylabel(primary(rows[0])[0])
-        for x, v in enumerate(values):
-            ax.text(x, v, fmt_metric(primary(rows[x])[0], v), ha="center", va="bottom", fontsize=7)
+    panels = sorted({(r["stage"], primary(r)[0]) for r in results})
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 2.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (stage, metric) in zip(axes.flat, panels):
+        rows = [r for r in results if r["stage"] == stage and primary(r)[0] == metric]
+        labels = [f"{r.get('model') or r['task']} | {r['dataset']}/{r['split']}"[:48] for r in rows]
+        values = [r["metrics"][metric] for r in rows]
+        ax.barh(range(len(rows)), values, color="#4c72b0")
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{stage}: {metric}", fontsize=9)
+        for y, v in enumerate(values):
+            ax.text(v, y, " " + fmt_metric(metric, v), va="center", fontsize=7)
+        ax.set_xlim(0, max(values) * 1.25)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
