@@ -59,8 +59,9 @@ def test_nb_scaling_signs_and_state_round_trip():
         NgramVectorizer(nb_scale=True, min_df=1).fit(docs, np.array([0, 1, 2, 0]))
 
 
-def test_bundled_imdb_sample_is_real_and_balanced():
-    data = load_split("imdb", "train")  # conftest: offline; no MY_LLM_DATA needed for the sample
+def test_bundled_imdb_sample_is_real_and_balanced(monkeypatch):
+    monkeypatch.delenv("MY_LLM_DATA", raising=False)  # CI sets it; the bundled sample comes after it
+    data = load_split("imdb", "train")
     assert data.sample and len(data.texts) == 4000
     assert np.bincount(data.labels).tolist() == [2000, 2000]
     assert any("<br />" in t for t in data.texts)  # unmodified IMDb text
