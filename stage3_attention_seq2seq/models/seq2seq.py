@@ -1,6 +1,7 @@
 """Encoder-decoder (seq2seq) translation model with pluggable attention.
 
-* Encoder: embedding + bidirectional GRU over packed padded sequences (Bahdanau et al. 2015, §3.2).
+* Encoder: embedding + bidirectional GRU (or LSTM, ``--enc_rnn lstm``) over packed padded sequences
+  (Bahdanau et al. 2015, §3.2).
 * Decoder, ``attention_type``:
   - ``bahdanau``: the context is computed from the *previous* state and fed into the GRU
     (Bahdanau et al. 2015, eqs. 4-6):
@@ -36,38 +37,42 @@ class ModelConfig:
     attention_type: str = field(default="bahdanau", metadata={"choices": ATTENTION_TYPES,
                                 "help": "attention score, or none for the fixed-vector baseline"})
     emb_dim: int = field(default=256, metadata={"help": "embedding size (also the output layer size o_t)"})
-    enc_hidden: int = field(default=256, metadata={"help": "GRU size per direction of the bidirectional encoder"})
+    enc_rnn: str = field(default="gru", metadata={"choices": ["gru", "lstm"], "help": "encoder recurrent cell"})
+    enc_hidden: int = field(default=256, metadata={"help": "RNN size per direction of the bidirectional encoder"})
     dec_hidden: int = field(default=512, metadata={"help": "decoder GRU size (luong_dot needs 2*enc_hidden)"})
     attn_dim: int = field(default=256, metadata={"help": "size of the additive attention layer"})
-    enc_layers: int = field(default=1, metadata={"help": "encoder GRU layers"})
+    enc_layers: int = field(default=1, metadata={"help": "encoder RNN layers"})
     dropout: float = field(default=0.3, metadata={"help": "dropout on embeddings and outputs"})
     tie_embeddings: bool = field(default=True, metadata={"help": "share target embedding and output weights"})
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the training loss"})
 
 
 class Encoder(nn.Module):
-    """Embedding + bidirectional GRU. Returns every position's state and a sentence summary."""
+    """Embedding + bidirectional GRU or LSTM. Returns every position's state and a sentence summary."""
 
     def __init__(self, cfg: ModelConfig, src_vocab_size: int):
         super().__init__()
         self.embed = nn.Embedding(src_vocab_size, cfg.emb_dim, padding_idx=PAD_ID)
-        self.rnn = nn.GRU(cfg.emb_dim, cfg.enc_hidden, num_layers=cfg.enc_layers, batch_first=True,
-                          bidirectional=True, dropout=cfg.dropout if cfg.enc_layers > 1 else 0.0)
+        rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.enc_rnn]
+        self.rnn = rnn_cls(cfg.emb_dim, cfg.enc_hidden, num_layers=cfg.enc_layers, batch_first=True,
+                           bidirectional=True, dropout=cfg.dropout if cfg.enc_layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor):
         # src (B, S) padded with PAD_ID, src_len (B,)
         x = self.drop(self.embed(src))  # (B, S, E)
-        # packing makes the GRU skip padding: the backward direction starts at each sentence's real end
+        # packing makes the RNN skip padding: the backward direction starts at each sentence's real end
         packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
         out, h_n = self.rnn(packed)
+        if isinstance(h_n, tuple):  # LSTM: (h_n, c_n); the summary uses the hidden states h_n
+            h_n = h_n[0]
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, 2He)
         summary = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # last layer: fwd at the end, bwd at the start (B, 2He)
         return out, summary
 
 
 class Seq2Seq(nn.Module):
-    """Bidirectional-GRU encoder + GRU decoder with Bahdanau / Luong / no attention."""
+    """Bidirectional GRU/LSTM encoder + GRU decoder with Bahdanau / Luong / no attention."""
 
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()

@@ -107,6 +107,15 @@ def test_translate_cli_interactive_and_edge_cases(tiny_ckpt):
     assert r.returncode == 2 and r.stderr.strip() == "error: empty input sentence"
 
 
+def test_lstm_encoder_trains_and_translates(env):
+    out = env / "ckpt_lstm" / "best_attention_model.pt"
+    train.main(TINY + ["--enc_rnn", "lstm", "--max_steps", "3", "--out", str(out), "--run_dir", str(env / "run_lstm")])
+    assert load_checkpoint(out, kind="stage3_attention_seq2seq")["config"]["model"]["enc_rnn"] == "lstm"
+    r = run_script(STAGE / "translate.py", ["--model_path", out, "--sentence", "A man is riding a bike."], env=ONE_THREAD)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
 def test_bad_checkpoints(tiny_ckpt, env):
     out, _ = tiny_ckpt
     r = run_script(STAGE / "evaluate.py", ["--model_path", env / "nope.pt"], env=ONE_THREAD)

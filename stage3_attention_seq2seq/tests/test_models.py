@@ -64,10 +64,11 @@ def test_bahdanau_and_general_match_their_equations():
     assert torch.allclose(w, torch.softmax(e, -1), atol=1e-5)
 
 
-@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-def test_shapes_and_padding_invariance(attention_type):
+@pytest.mark.parametrize("attention_type,enc_rnn", [(a, "gru") for a in ATTENTION_TYPES] + [("bahdanau", "lstm")])
+def test_shapes_and_padding_invariance(attention_type, enc_rnn):
     torch.manual_seed(0)
-    model = tiny(attention_type).eval()
+    model = tiny(attention_type, enc_rnn=enc_rnn, enc_layers=2).eval()
+    assert isinstance(model.encoder.rnn, torch.nn.LSTM if enc_rnn == "lstm" else torch.nn.GRU)
     src, src_len, tgt_in, tgt_out, _ = toy_batch()
     logits, loss, attn = model(src, src_len, tgt_in, tgt_out, return_attn=True)
     assert logits.shape == (6, 7, 50) and loss.ndim == 0
@@ -83,10 +84,10 @@ def test_shapes_and_padding_invariance(attention_type):
         assert torch.allclose(alone[0], logits[i], atol=1e-5)
 
 
-@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-def test_overfit_tiny_batch_then_decoders_agree(attention_type):
+@pytest.mark.parametrize("attention_type,enc_rnn", [(a, "gru") for a in ATTENTION_TYPES] + [("bahdanau", "lstm")])
+def test_overfit_tiny_batch_then_decoders_agree(attention_type, enc_rnn):
     torch.manual_seed(0)
-    model = tiny(attention_type)
+    model = tiny(attention_type, enc_rnn=enc_rnn)
     src, src_len, tgt_in, tgt_out, tgt = toy_batch()
     opt = torch.optim.Adam(model.parameters(), lr=1.5e-2)
     for _ in range(100):
