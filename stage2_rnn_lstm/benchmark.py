@@ -3,8 +3,8 @@
     cd stage2_rnn_lstm
     python benchmark.py speed        # scratch LSTM vs nn.LSTM, same batch, same process -> ratio
     python benchmark.py char         # char LSTM, tiny Shakespeare, 20-minute budget (target val <= 1.50 nats/char)
-    python benchmark.py ptb          # word LSTM, Penn Treebank, 20-minute budget (target test ppl <= 110)
-    python benchmark.py wikitext2    # word LSTM + adaptive softmax, WikiText-2, 20-minute budget (target test ppl <= 100)
+    python benchmark.py ptb          # word LSTM, Penn Treebank, 40-minute budget (target test ppl <= 110)
+    python benchmark.py wikitext2    # word LSTM + adaptive softmax, WikiText-2, 60-minute budget (target test ppl <= 100)
 
 ``char``/``ptb``/``wikitext2`` call ``train.main`` with the preset flags printed below (add more flags
 after the preset name to override them, e.g. ``python benchmark.py char --max_minutes 5``); each
@@ -35,18 +35,18 @@ from stage2_rnn_lstm.utils.engine import KIND
 PRESETS = {
     "char": ["--model_type", "lstm", "--vocab_type", "char", "--emb_dim", "128", "--hidden_size", "512",
              "--num_layers", "2", "--dropout", "0.15", "--batch_size", "64", "--seq_len", "128", "--lr", "3e-3",
-             "--weight_decay", "0.01", "--lr_decay", "0.5", "--plateau_patience", "0", "--eval_interval", "150",
+             "--weight_decay", "0.01", "--lr_schedule", "cosine", "--min_lr", "1e-4", "--eval_interval", "150",
              "--patience", "0", "--epochs", "100", "--max_minutes", "20", "--log_interval", "25"],
     "ptb": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "ptb", "--emb_dim", "400",
             "--hidden_size", "400", "--num_layers", "2", "--tie_weights", "--dropout", "0.35", "--batch_size", "64",
-            "--seq_len", "35", "--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "0.01", "--lr_decay", "0.5",
-            "--grad_clip", "0.5", "--plateau_patience", "0", "--patience", "0", "--eval_interval", "200",
-            "--epochs", "100", "--max_minutes", "20", "--log_interval", "50"],
+            "--seq_len", "35", "--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "0.01",
+            "--lr_schedule", "cosine", "--min_lr", "1e-5", "--grad_clip", "0.5", "--patience", "0", "--eval_interval", "300",
+            "--epochs", "100", "--max_minutes", "40", "--log_interval", "50"],
     "wikitext2": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "wikitext2", "--emb_dim", "400",
                   "--hidden_size", "400", "--num_layers", "2", "--dropout", "0.4", "--adaptive_cutoffs", "2000", "10000",
                   "--batch_size", "64", "--seq_len", "35", "--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "0.01",
-                  "--lr_decay", "0.5", "--grad_clip", "0.5", "--plateau_patience", "0", "--patience", "0",
-                  "--eval_interval", "300", "--epochs", "100", "--max_minutes", "20", "--log_interval", "50"],
+                  "--lr_schedule", "cosine", "--min_lr", "1e-5", "--grad_clip", "0.5", "--patience", "0",
+                  "--eval_interval", "400", "--epochs", "100", "--max_minutes", "60", "--log_interval", "50"],
 }
 
 

@@ -9,8 +9,11 @@
 Each training stream is cut into B rows (``batchify``); a batch is the next ``seq_len`` tokens of every
 row, and the hidden state is carried from one batch to the next but detached, so gradients flow back
 at most ``seq_len`` steps (truncated BPTT). Gradients are clipped by global norm. The learning rate
-is multiplied by ``lr_decay`` when the validation loss stops improving (ReduceLROnPlateau), and
-training stops early after ``patience`` evaluations without improvement.
+is multiplied by ``lr_decay`` when the validation loss stops improving (``--lr_schedule plateau``,
+ReduceLROnPlateau), or follows a cosine from ``lr`` down to ``min_lr`` over the training budget
+(``--lr_schedule cosine``: the largest used fraction of ``--max_steps``, ``--max_minutes`` and
+``--epochs``, so a time-boxed run ends annealed). Training stops early after ``patience``
+evaluations without improvement.
 
 Writes ``checkpoints/best_<tag>.pt`` (best validation loss), ``checkpoints/last_<tag>.pt`` (resumable,
 also written on Ctrl-C), ``checkpoints/<vocab_type>_vocabulary.pkl`` (+ .json), ``runs/<tag>/metrics.jsonl``
@@ -55,6 +58,7 @@ class TrainConfig:
     optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": ["adamw", "sgd"]})
     lr: float = field(default=2e-3, metadata={"help": "initial learning rate (e.g. 2e-3 for adamw, 20 for sgd)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    lr_schedule: str = field(default="plateau", metadata={"help": "plateau: decay on stalled val loss; cosine: anneal over the budget", "choices": ["plateau", "cosine"]})
     lr_decay: float = field(default=0.5, metadata={"help": "LR factor when val loss stops improving"})
     plateau_patience: int = field(default=0, metadata={"help": "evaluations without improvement before the LR decays"})
     min_lr: float = field(default=1e-5, metadata={"help": "the LR never decays below this"})
@@ -127,6 +131,21 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
         return torch.optim.SGD(model.parameters(), lr=cfg.lr)
     fused = cfg.fused and device.type == "cuda"
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **({"fused": True} if fused else {}))
+
+
+def budget_fraction(cfg: TrainConfig, step: int, epoch_progress: float, elapsed_s: float) -> float:
+    """How much of the training budget is used: the largest of the step, time and epoch fractions."""
+    fracs = [epoch_progress / cfg.epochs]
+    if cfg.max_steps:
+        fracs.append(step / cfg.max_steps)
+    if cfg.max_minutes:
+        fracs.append(elapsed_s / (60 * cfg.max_minutes))
+    return min(1.0, max(fracs))
+
+
+def cosine_lr(cfg: TrainConfig, frac: float) -> float:
+    """Cosine annealing from ``cfg.lr`` (frac 0) to ``cfg.min_lr`` (frac 1) (Loshchilov & Hutter, SGDR)."""
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
 def _to_device(state, device):
@@ -212,8 +231,11 @@ def main(argv=None) -> dict:
             save_checkpoint(best_path, payload(False), KIND)
         if update_schedule:  # only scheduled evaluations drive the LR decay and early stopping
             pos["since_best"] = 0 if improved else pos["since_best"] + 1
-        if update_schedule:
+        if update_schedule and cfg.lr_schedule == "plateau":
             scheduler.step(val)
+        if update_schedule:  # a hard kill loses at most one evaluation interval (resume with --resume)
+            pos["train_time"] = time.time() - t_start
+            save_checkpoint(last_path, payload(True), KIND)
         logger.log(pos["step"], prefix="eval", epoch=pos["epoch"], **loss_metrics(val, cfg.vocab_type, "val_"),
                    lr=optimizer.param_groups[0]["lr"], best=pos["best"], saved=improved)
         return val
@@ -235,6 +257,10 @@ def main(argv=None) -> dict:
                     break
                 x, y = get_batch(stream, pos["batch"], cfg.seq_len)          # (B, T), (B, T)
                 hidden = RNNLanguageModel.detach_state(hidden)              # truncated BPTT
+                if cfg.lr_schedule == "cosine":
+                    frac = budget_fraction(cfg, pos["step"], pos["epoch"] + pos["batch"] / n_batches, time.time() - t_start)
+                    for group in optimizer.param_groups:
+                        group["lr"] = cosine_lr(cfg, frac)
                 with autocast(device, args.dtype):
                     _, loss, hidden = fwd(x, y, hidden)
                 optimizer.zero_grad(set_to_none=True)

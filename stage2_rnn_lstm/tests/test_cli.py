@@ -8,6 +8,7 @@ import torch
 
 from scripts.checkpoint import load_checkpoint, load_vocab_pickle, save_vocab_pickle
 from scripts.cli import UserError
+from scripts.log import read_metrics
 from scripts.testing import run_script
 from stage2_rnn_lstm import evaluate, generate, train
 
@@ -72,22 +73,27 @@ def test_interactive_prompt_loop(trained):
     assert "not in the char vocabulary" in r.stderr  # the bad prompt is reported, the loop goes on
 
 
-def test_resume_after_ctrl_c_equals_uninterrupted_run(tmp_path, monkeypatch):
-    full = _train(tmp_path / "a", *SMALL, "--num_layers", "2", "--dropout", "0.2", "--max_steps", "20", "--eval_interval", "5")  # crosses an epoch boundary
+@pytest.mark.parametrize("schedule,stop", [("plateau", KeyboardInterrupt), ("cosine", KeyboardInterrupt), ("plateau", SystemExit)])
+def test_resume_after_ctrl_c_equals_uninterrupted_run(tmp_path, monkeypatch, schedule, stop):
+    """Ctrl-C saves the exact position; a hard kill (SystemExit here: nothing is saved on the way out)
+    falls back to the checkpoint written at the last evaluation. Both resume to the uninterrupted result."""
+    flags = [*SMALL, "--num_layers", "2", "--dropout", "0.2", "--max_steps", "20", "--eval_interval", "5", "--lr_schedule", schedule]
+    full = _train(tmp_path / "a", *flags)  # crosses an epoch boundary
     real_get_batch, calls = train.get_batch, {"n": 0}
 
     def interrupt_at_step_8(*a):
         calls["n"] += 1
         if calls["n"] == 8:
-            raise KeyboardInterrupt
+            raise stop
         return real_get_batch(*a)
 
     monkeypatch.setattr(train, "get_batch", interrupt_at_step_8)
-    with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path / "b", *SMALL, "--num_layers", "2", "--dropout", "0.2", "--max_steps", "20", "--eval_interval", "5")
+    with pytest.raises(stop):
+        _train(tmp_path / "b", *flags)
     monkeypatch.setattr(train, "get_batch", real_get_batch)
-    assert load_checkpoint(tmp_path / "b" / "ck" / "last_lstm_char.pt")["position"]["step"] == 7
-    resumed = _train(tmp_path / "b", *SMALL, "--num_layers", "2", "--dropout", "0.2", "--max_steps", "20", "--eval_interval", "5", "--resume")
+    saved_at = 7 if stop is KeyboardInterrupt else 5
+    assert load_checkpoint(tmp_path / "b" / "ck" / "last_lstm_char.pt")["position"]["step"] == saved_at
+    resumed = _train(tmp_path / "b", *flags, "--resume")
     assert resumed["last_val_loss"] == pytest.approx(full["last_val_loss"], abs=1e-6)
     assert resumed["metrics"]["val_loss"] == pytest.approx(full["metrics"]["val_loss"], abs=1e-6)
     a = load_checkpoint(tmp_path / "a" / "ck" / "last_lstm_char.pt")["model"]
@@ -96,6 +102,20 @@ def test_resume_after_ctrl_c_equals_uninterrupted_run(tmp_path, monkeypatch):
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
     with pytest.raises(UserError, match="flags differ"):
         _train(tmp_path / "b", *SMALL, "--num_layers", "2", "--dropout", "0.2", "--max_steps", "30", "--lr", "0.5", "--resume")
+
+
+def test_cosine_schedule_anneals_over_the_budget(tmp_path):
+    cfg = train.TrainConfig(epochs=10, max_steps=100, max_minutes=2.0, lr=1e-2, min_lr=1e-4)
+    assert train.budget_fraction(cfg, 50, 1.0, 0.0) == 0.5                 # steps are the tightest budget
+    assert train.budget_fraction(cfg, 10, 1.0, 90.0) == 0.75               # here the clock is
+    assert train.budget_fraction(cfg, 10, 9.0, 0.0) == 0.9                 # here the epochs are
+    assert train.budget_fraction(cfg, 500, 1.0, 0.0) == 1.0
+    assert train.cosine_lr(cfg, 0.0) == pytest.approx(1e-2) and train.cosine_lr(cfg, 1.0) == pytest.approx(1e-4)
+    assert train.cosine_lr(cfg, 0.5) == pytest.approx((1e-2 + 1e-4) / 2)
+    _train(tmp_path, *SMALL, "--max_steps", "10", "--log_interval", "1", "--lr_schedule", "cosine", "--min_lr", "1e-4")
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")]
+    assert len(lrs) == 10 and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(train.cosine_lr(train.TrainConfig(lr=1e-2, min_lr=1e-4), 0.9))
 
 
 def test_same_seed_same_run(tmp_path):
