@@ -1,0 +1,11 @@
+"""``generate.py`` is the stage-wide name for "produce text"; in stage 3 that is translation.
+
+    python generate.py --interactive          # the same as python translate.py --interactive
+
+Every flag is translate.py's (``python translate.py --help``).
+"""
+from scripts.cli import run_cli
+from stage3_attention_seq2seq.translate import main
+
+if __name__ == "__main__":
+    run_cli(main)
