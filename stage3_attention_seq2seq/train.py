@@ -268,9 +268,9 @@ def main(argv=None):
         state["saved_best"] = True
         save_checkpoint(cfg.out, payload(), KIND)
 
-    last = state["history"][-1] if state["history"] else {}
-    metrics = {"val_bleu": state["best_metric"] if state["history"] else float("nan"),
-               "val_loss": last.get("val_loss", float("nan")), "epochs": state["epoch"], "steps": state["step"]}
+    best = max(state["history"], key=lambda r: r["val_bleu"]) if state["history"] else {}
+    metrics = {"val_bleu": best.get("val_bleu", float("nan")), "val_loss": best.get("val_loss", float("nan")),
+               "best_epoch": best.get("epoch", 0), "epochs": state["epoch"], "steps": state["step"]}
     record = make_result(KIND, "translation_train", corpus.name, "val", metrics, params=model.num_params(),
                          train_wall_s=train_wall, device=describe_device(device), seed=cfg.seed, data_sha256=data_sha,
                          primary_metric="val_bleu", model=mcfg.attention_type, tokens_per_s=state["tokens"] / max(train_wall, 1e-9),
