@@ -34,12 +34,20 @@ def results_dir() -> Path:
 
 
 def git_commit() -> str | None:
+    """The commit checked out now, with ``+dirty`` if tracked files differ from it."""
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "diff", "--quiet", "HEAD", "--"],
+                               capture_output=True, timeout=5).returncode == 1
+        return (head + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# The code a long run executes is the code checked out when it started, not when its result is
+# written (commits may land in between), so the commit is read once, at import.
+COMMIT_AT_START = git_commit()
 
 
 def current_command() -> str:
@@ -64,7 +72,7 @@ def make_result(stage: str, task: str, dataset: str, split: str, metrics: dict, 
                     for k, v in metrics.items()},
         "params": params, "train_wall_s": train_wall_s, "device": device,
         "torch": torch.__version__, "command": command or current_command(),
-        "git_commit": git_commit(), "seed": seed, "data_sha256": data_sha256,
+        "git_commit": COMMIT_AT_START, "seed": seed, "data_sha256": data_sha256,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     record.update(extra)

@@ -35,7 +35,7 @@ from stage2_rnn_lstm.utils.engine import KIND
 PRESETS = {
     "char": ["--model_type", "lstm", "--vocab_type", "char", "--emb_dim", "128", "--hidden_size", "512",
              "--num_layers", "2", "--dropout", "0.15", "--batch_size", "64", "--seq_len", "128", "--lr", "3e-3",
-             "--weight_decay", "0.01", "--lr_schedule", "cosine", "--min_lr", "1e-4", "--eval_interval", "150",
+             "--weight_decay", "0.01", "--lr_schedule", "wsd", "--decay_frac", "0.2", "--min_lr", "1e-4", "--eval_interval", "150",
              "--patience", "0", "--epochs", "100", "--max_minutes", "20", "--log_interval", "25"],
     "ptb": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "ptb", "--emb_dim", "400",
             "--hidden_size", "400", "--num_layers", "2", "--tie_weights", "--dropout", "0.35", "--batch_size", "64",

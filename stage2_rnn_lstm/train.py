@@ -12,8 +12,10 @@ at most ``seq_len`` steps (truncated BPTT). Gradients are clipped by global norm
 is multiplied by ``lr_decay`` when the validation loss stops improving (``--lr_schedule plateau``,
 ReduceLROnPlateau), or follows a cosine from ``lr`` down to ``min_lr`` over the training budget
 (``--lr_schedule cosine``: the largest used fraction of ``--max_steps``, ``--max_minutes`` and
-``--epochs``, so a time-boxed run ends annealed). Training stops early after ``patience``
-evaluations without improvement.
+``--epochs``, so a time-boxed run ends annealed), or stays at ``lr`` and decays linearly to ``min_lr``
+over the last ``--decay_frac`` of the budget (``--lr_schedule wsd``, warmup-stable-decay without the
+warm-up). With ``--max_minutes`` a step is not started if it would end past the budget. Training
+stops early after ``patience`` evaluations without improvement.
 
 Writes ``checkpoints/best_<tag>.pt`` (best validation loss), ``checkpoints/last_<tag>.pt`` (resumable,
 also written on Ctrl-C), ``checkpoints/<vocab_type>_vocabulary.pkl`` (+ .json), ``runs/<tag>/metrics.jsonl``
@@ -58,7 +60,8 @@ class TrainConfig:
     optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": ["adamw", "sgd"]})
     lr: float = field(default=2e-3, metadata={"help": "initial learning rate (e.g. 2e-3 for adamw, 20 for sgd)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    lr_schedule: str = field(default="plateau", metadata={"help": "plateau: decay on stalled val loss; cosine: anneal over the budget", "choices": ["plateau", "cosine"]})
+    lr_schedule: str = field(default="plateau", metadata={"help": "plateau: decay on stalled val loss; cosine: anneal over the budget; wsd: constant, then linear decay", "choices": ["plateau", "cosine", "wsd"]})
+    decay_frac: float = field(default=0.2, metadata={"help": "wsd: the last fraction of the budget in which the LR decays"})
     lr_decay: float = field(default=0.5, metadata={"help": "LR factor when val loss stops improving"})
     plateau_patience: int = field(default=0, metadata={"help": "evaluations without improvement before the LR decays"})
     min_lr: float = field(default=1e-5, metadata={"help": "the LR never decays below this"})
@@ -118,6 +121,8 @@ def check_flags(cfg: TrainConfig, mcfg: LMConfig) -> None:
         bad.append(f"--dropout {mcfg.dropout}")
     if not 0 < cfg.lr_decay <= 1:
         bad.append(f"--lr_decay {cfg.lr_decay}")
+    if not 0 < cfg.decay_frac <= 1:
+        bad.append(f"--decay_frac {cfg.decay_frac}")
     if bad:
         raise UserError(f"impossible value(s): {', '.join(bad)}")
     if mcfg.tie_weights and mcfg.emb_dim != mcfg.hidden_size:
@@ -146,6 +151,17 @@ def budget_fraction(cfg: TrainConfig, step: int, epoch_progress: float, elapsed_
 def cosine_lr(cfg: TrainConfig, frac: float) -> float:
     """Cosine annealing from ``cfg.lr`` (frac 0) to ``cfg.min_lr`` (frac 1) (Loshchilov & Hutter, SGDR)."""
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def wsd_lr(cfg: TrainConfig, frac: float) -> float:
+    """``cfg.lr`` until ``1 - decay_frac`` of the budget, then linear down to ``cfg.min_lr`` (Hu et al. 2024, MiniCPM)."""
+    start = 1.0 - cfg.decay_frac
+    if frac <= start:
+        return cfg.lr
+    return cfg.lr + (cfg.min_lr - cfg.lr) * min(1.0, (frac - start) / cfg.decay_frac)
+
+
+BUDGET_SCHEDULES = {"cosine": cosine_lr, "wsd": wsd_lr}
 
 
 def _to_device(state, device):
@@ -243,6 +259,7 @@ def main(argv=None) -> dict:
     total = cfg.max_steps or cfg.epochs * n_batches
     bar = progress(total=total, initial=min(pos["step"], total), desc=tag)
     t_start, t_log, tokens_since = time.time() - pos["train_time"], time.time(), 0
+    step_s = 0.0  # a running estimate of one step's duration, for the --max_minutes check
     model.train()
     try:
         while pos["epoch"] < cfg.epochs and not pos["stopped"]:
@@ -251,22 +268,25 @@ def main(argv=None) -> dict:
             while pos["batch"] < n_batches:
                 if cfg.max_steps and pos["step"] >= cfg.max_steps:
                     pos["stopped"] = "max_steps"
-                elif cfg.max_minutes and time.time() - t_start >= 60 * cfg.max_minutes:
+                elif cfg.max_minutes and time.time() - t_start + step_s >= 60 * cfg.max_minutes:
                     pos["stopped"] = "max_minutes"
                 if pos["stopped"]:
                     break
+                t_step = time.time()
                 x, y = get_batch(stream, pos["batch"], cfg.seq_len)          # (B, T), (B, T)
                 hidden = RNNLanguageModel.detach_state(hidden)              # truncated BPTT
-                if cfg.lr_schedule == "cosine":
-                    frac = budget_fraction(cfg, pos["step"], pos["epoch"] + pos["batch"] / n_batches, time.time() - t_start)
+                if cfg.lr_schedule in BUDGET_SCHEDULES:
+                    frac = budget_fraction(cfg, pos["step"], pos["epoch"] + pos["batch"] / n_batches, t_step - t_start)
                     for group in optimizer.param_groups:
-                        group["lr"] = cosine_lr(cfg, frac)
+                        group["lr"] = BUDGET_SCHEDULES[cfg.lr_schedule](cfg, frac)
                 with autocast(device, args.dtype):
                     _, loss, hidden = fwd(x, y, hidden)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
                 optimizer.step()
+                dt_step = time.time() - t_step
+                step_s = max(dt_step, 0.9 * step_s + 0.1 * dt_step)  # follows slow steps at once, fast ones slowly
                 pos["step"] += 1
                 pos["batch"] += 1
                 tokens_since += y.numel()

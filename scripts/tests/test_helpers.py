@@ -333,3 +333,16 @@ def test_run_cli_exit_codes(capsys):
     with pytest.raises(SystemExit) as e:
         run_cli(bad)
     assert e.value.code == 2 and capsys.readouterr().err == "error: nope\n"
+
+
+def test_result_records_the_commit_the_run_started_from(monkeypatch):
+    """A commit landing while a long run trains must not be credited with that run's numbers."""
+    import re
+
+    from scripts import results
+    started = results.COMMIT_AT_START
+    assert started is None or re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", started)
+    monkeypatch.setattr(results, "git_commit", lambda: "0123456789ab")  # HEAD moved since import
+    record = make_result("stage1_mlp", "t", "d", "s", {"acc": 1}, params=1, train_wall_s=1.0, device="cpu",
+                         seed=0, data_sha256=None)
+    assert record["git_commit"] == started

@@ -118,6 +118,29 @@ def test_cosine_schedule_anneals_over_the_budget(tmp_path):
     assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(train.cosine_lr(train.TrainConfig(lr=1e-2, min_lr=1e-4), 0.9))
 
 
+def test_wsd_schedule_and_time_budget_is_not_overrun(tmp_path, monkeypatch):
+    cfg = train.TrainConfig(lr=1e-2, min_lr=1e-4, decay_frac=0.2)
+    assert train.wsd_lr(cfg, 0.0) == train.wsd_lr(cfg, 0.8) == 1e-2              # stable ...
+    assert train.wsd_lr(cfg, 0.9) == pytest.approx((1e-2 + 1e-4) / 2)            # ... then linear decay
+    assert train.wsd_lr(cfg, 1.0) == pytest.approx(1e-4)
+    # a fake clock: every training step (one get_batch call) takes exactly one second
+    clock = {"now": 1000.0}
+    real_get_batch = train.get_batch
+
+    def one_second_batch(*a):
+        clock["now"] += 1.0
+        return real_get_batch(*a)
+
+    monkeypatch.setattr(train, "time", type("FakeTime", (), {"time": staticmethod(lambda: clock["now"])}))
+    monkeypatch.setattr(train, "get_batch", one_second_batch)
+    record = _train(tmp_path, *SMALL, "--epochs", "100", "--max_minutes", str(30.5 / 60), "--lr_schedule", "wsd",
+                    "--log_interval", "1")
+    # 30 one-second steps fit into 30.5 s; a 31st would end at 31 s, so it is not started
+    assert record["steps"] == 30 and record["train_wall_s"] <= 30.5 and record["stopped_by"] == "max_minutes"
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")]
+    assert lrs[0] == lrs[23] == 1e-2 and lrs[-1] < 3e-3  # constant for 80% of the budget, then decays
+
+
 def test_same_seed_same_run(tmp_path):
     a = _train(tmp_path / "a", "--num_layers", "2", *SMALL, "--max_steps", "6", "--impl", "scratch", "--model_type", "gru", "--dropout", "0.2")
     b = _train(tmp_path / "b", "--num_layers", "2", *SMALL, "--max_steps", "6", "--impl", "scratch", "--model_type", "gru", "--dropout", "0.2")
