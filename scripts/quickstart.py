@@ -57,8 +57,10 @@ def summary_rows(runs: list[dict]) -> list[dict]:
                          "value": None, "wall_s": round(run["wall_s"], 1)})
         for rec in run["results"]:
             name, value = primary(rec)
-            rows.append({"stage": run["stage"], "task": rec.get("model") or rec["task"], "dataset": f"{rec['dataset']}/{rec['split']}",
-                         "metric": name, "value": value, "wall_s": round(run["wall_s"], 1)})
+            row = {"stage": run["stage"], "task": rec.get("model") or rec["task"], "dataset": f"{rec['dataset']}/{rec['split']}",
+                   "metric": name, "value": value, "wall_s": round(run["wall_s"], 1)}
+            if row not in rows:  # e.g. train.py and evaluate.py reporting the same split: one row
+                rows.append(row)
     return rows
 
 

@@ -18,7 +18,8 @@ def _fake_stage(root: Path, name: str, body: str) -> None:
 def test_quickstart_runs_registered_stages_and_summarises(tmp_path, capsys):
     rec = make_result("stage9_fake", "classification", "imdb", "val", {"accuracy": 0.75, "loss": 0.5}, params=1,
                       train_wall_s=0.1, device="cpu", seed=0, data_sha256="x", primary_metric="accuracy")
-    _fake_stage(tmp_path, "stage9_fake", f"import json\nprint('training...')\nprint('RESULT ' + json.dumps({rec!r}))\n")
+    line = f"print('RESULT ' + json.dumps({rec!r}))\n"
+    _fake_stage(tmp_path, "stage9_fake", f"import json\nprint('training...')\n{line}{line}")  # train + evaluate, same split
     _fake_stage(tmp_path, "stage8_broken", "raise SystemExit(3)\n")
     (tmp_path / "stage7_unregistered").mkdir()
     assert [p.name for p in quickstart.discover(tmp_path)] == ["stage8_broken", "stage9_fake"]
