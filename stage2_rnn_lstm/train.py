@@ -247,9 +247,9 @@ def main(argv=None) -> dict:
             save_checkpoint(best_path, payload(False), KIND)
         if update_schedule:  # only scheduled evaluations drive the LR decay and early stopping
             pos["since_best"] = 0 if improved else pos["since_best"] + 1
-        if update_schedule and cfg.lr_schedule == "plateau":
-            scheduler.step(val)
-        if update_schedule:  # a hard kill loses at most one evaluation interval (resume with --resume)
+            if cfg.lr_schedule == "plateau":
+                scheduler.step(val)
+            # a resumable checkpoint: a hard kill loses at most one evaluation interval
             pos["train_time"] = time.time() - t_start
             save_checkpoint(last_path, payload(True), KIND)
         logger.log(pos["step"], prefix="eval", epoch=pos["epoch"], **loss_metrics(val, cfg.vocab_type, "val_"),
