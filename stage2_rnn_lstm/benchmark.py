@@ -41,7 +41,7 @@ PRESETS = {
             "--hidden_size", "400", "--num_layers", "2", "--tie_weights", "--dropout", "0.35", "--batch_size", "20",
             "--seq_len", "35", "--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "0.01",
             "--lr_schedule", "wsd", "--decay_frac", "0.3", "--min_lr", "1e-5", "--grad_clip", "0.5", "--patience", "0",
-            "--eval_interval", "1500", "--epochs", "100", "--max_minutes", "40", "--log_interval", "200"],
+            "--eval_interval", "1500", "--epochs", "100", "--max_minutes", "40", "--log_interval", "200", "--fused"],
     "wikitext2": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "wikitext2", "--emb_dim", "400",
                   "--hidden_size", "400", "--num_layers", "2", "--dropout", "0.4", "--adaptive_cutoffs", "2000", "10000",
                   "--batch_size", "64", "--seq_len", "35", "--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "0.01",
