@@ -3,10 +3,14 @@
 Every CLI raises :class:`UserError` for bad input (missing file, impossible flag, unknown
 characters ...). :func:`run_cli` turns it into ``error: <message>`` on stderr and exit code 2,
 so users never see a traceback for their own mistakes. Bugs still raise normally.
+A ``kill`` (SIGTERM, what schedulers and ``timeout`` send) is treated like Ctrl-C, so training
+scripts save a resumable checkpoint either way.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 
@@ -14,8 +18,15 @@ class UserError(Exception):
     """An error caused by the user's input; reported as one line, exit code 2."""
 
 
+def _sigterm_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
-    """Run ``main(argv)``; exit 0 on success, 2 on :class:`UserError`, 130 on Ctrl-C."""
+    """Run ``main(argv)``; exit 0 on success, 2 on :class:`UserError`, 130 on Ctrl-C or SIGTERM."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
     try:
         main(argv)
     except UserError as e:
@@ -26,3 +37,6 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
         sys.exit(130)
     except BrokenPipeError:  # e.g. `python generate.py ... | head`
         sys.exit(0)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

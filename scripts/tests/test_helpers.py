@@ -3,6 +3,7 @@ import json
 import os
 import pickle
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -333,6 +334,28 @@ def test_run_cli_exit_codes(capsys):
     with pytest.raises(SystemExit) as e:
         run_cli(bad)
     assert e.value.code == 2 and capsys.readouterr().err == "error: nope\n"
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    """`kill <pid>` must reach the training loop's `except KeyboardInterrupt` (which saves a checkpoint)."""
+    code = ("import sys, time\nfrom scripts.cli import run_cli\n"
+            "def main(argv):\n"
+            "    try:\n"
+            "        print('ready', flush=True)\n"
+            "        time.sleep(60)\n"
+            "    except KeyboardInterrupt:\n"
+            "        open('saved', 'w').close()\n"
+            "        raise\n"
+            "run_cli(main)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=tmp_path)
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and err == "interrupted\n" and (tmp_path / "saved").exists()
+    before = signal.getsignal(signal.SIGTERM)
+    run_cli(lambda argv: None)
+    assert signal.getsignal(signal.SIGTERM) is before  # run_cli leaves the caller's handler in place
 
 
 def test_result_records_the_commit_the_run_started_from(monkeypatch):
