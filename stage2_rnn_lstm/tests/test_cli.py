@@ -10,7 +10,10 @@ from scripts.checkpoint import load_checkpoint, load_vocab_pickle, save_vocab_pi
 from scripts.cli import UserError
 from scripts.log import read_metrics
 from scripts.testing import run_script
+from scripts.config import dataclass_from_args
 from stage2_rnn_lstm import evaluate, generate, train
+from stage2_rnn_lstm.benchmark import PRESETS
+from stage2_rnn_lstm.models.language_model import LMConfig, RNNLanguageModel
 
 STAGE = Path(__file__).resolve().parent.parent
 TINY = ["--vocab_type", "char", "--emb_dim", "32", "--hidden_size", "128", "--num_layers", "1", "--dropout", "0.0",
@@ -227,3 +230,16 @@ def test_word_level_ptb_adaptive_softmax_and_unknown_words(tmp_path, capsys):
                          "--max_new_tokens", "5", "--seed", "0"])
     assert len(out.split()) == 5
     assert "read as <unk>: qwertyuiop" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_benchmark_presets_are_valid_flags(name):
+    """A typo in a preset would only surface after the data loaded, minutes into a benchmark run."""
+    args = train.build_parser().parse_args(PRESETS[name])
+    cfg, mcfg = dataclass_from_args(train.TrainConfig, args), dataclass_from_args(LMConfig, args)
+    train.check_flags(cfg, mcfg)
+    assert cfg.lr_schedule in train.BUDGET_SCHEDULES and cfg.patience == 0
+    if cfg.fused:  # the fused AdamW kernel really is used on CPU
+        model = RNNLanguageModel(LMConfig(vocab_size=50, emb_dim=8, hidden_size=8, num_layers=1))
+        opt = train.make_optimizer(model, cfg, torch.device("cpu"))
+        assert opt.param_groups[0]["fused"] is True
