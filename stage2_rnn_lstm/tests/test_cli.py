@@ -8,9 +8,9 @@ import torch
 
 from scripts.checkpoint import load_checkpoint, load_vocab_pickle, save_vocab_pickle
 from scripts.cli import UserError
+from scripts.config import dataclass_from_args
 from scripts.log import read_metrics
 from scripts.testing import run_script
-from scripts.config import dataclass_from_args
 from stage2_rnn_lstm import evaluate, generate, train
 from stage2_rnn_lstm.benchmark import PRESETS
 from stage2_rnn_lstm.models.language_model import LMConfig, RNNLanguageModel
