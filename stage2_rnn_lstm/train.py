@@ -101,7 +101,7 @@ def run_tag(cfg: TrainConfig, mcfg: LMConfig) -> str:
 
 def model_label(mcfg: LMConfig, vocab_type: str) -> str:
     """e.g. ``LSTM 2x512 char (torch)`` for result tables."""
-    extra = " tied" if mcfg.tie_weights else " adaptive-softmax" if mcfg.adaptive_cutoffs else ""
+    extra = (" tied" if mcfg.tie_weights else "") + (" adaptive-softmax" if mcfg.adaptive_cutoffs else "")
     return f"{mcfg.model_type.upper()} {mcfg.num_layers}x{mcfg.hidden_size} {vocab_type}{extra} ({mcfg.impl})"
 
 
@@ -127,8 +127,8 @@ def check_flags(cfg: TrainConfig, mcfg: LMConfig) -> None:
         raise UserError(f"impossible value(s): {', '.join(bad)}")
     if mcfg.tie_weights and mcfg.emb_dim != mcfg.hidden_size:
         raise UserError(f"--tie_weights needs --emb_dim equal to --hidden_size (got {mcfg.emb_dim} and {mcfg.hidden_size})")
-    if mcfg.tie_weights and mcfg.adaptive_cutoffs:
-        raise UserError("--tie_weights cannot be combined with --adaptive_cutoffs")
+    if mcfg.adaptive_cutoffs and not mcfg.adaptive_div >= 1:
+        raise UserError(f"--adaptive_div must be at least 1 (got {mcfg.adaptive_div})")
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -12,8 +12,10 @@ Model contract (makemore-style, plus the recurrent state that truncated BPTT car
 
 Options: weight tying (Press & Wolf 2017; Inan et al. 2017) shares the embedding matrix with the
 output layer (needs ``emb_dim == hidden_size``); an adaptive softmax (Grave et al. 2017,
-``nn.AdaptiveLogSoftmaxWithLoss``) makes a 33k-word output layer cheap on CPU. With the adaptive
-softmax and ``targets`` given, ``logits`` is ``None`` (only the loss is computed).
+``nn.AdaptiveLogSoftmaxWithLoss``) makes a 33k-word output layer cheap on CPU; with both, the
+input embeddings become adaptive too and share the softmax's weights
+(:mod:`stage2_rnn_lstm.models.adaptive`). With an adaptive softmax and ``targets`` given,
+``logits`` is ``None`` (only the loss is computed); without targets it holds log-probabilities.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from stage2_rnn_lstm.models.adaptive import TiedAdaptiveEmbedding
 from stage2_rnn_lstm.models.rnn_scratch import RecurrentScratch
 
 TORCH_RNNS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -42,7 +45,10 @@ class LMConfig:
     dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings, between layers and before the output"})
     tie_weights: bool = field(default=False, metadata={"help": "share embedding and output weights (emb_dim must equal hidden_size)"})
     adaptive_cutoffs: tuple[int, ...] = field(default=(), metadata={
-        "help": "use nn.AdaptiveLogSoftmaxWithLoss with these cutoffs (e.g. 2000 10000), for big vocabularies"})
+        "help": "adaptive softmax with these cutoffs (e.g. 2000 10000), for big vocabularies; with --tie_weights the "
+                "input embeddings are adaptive too and share its weights"})
+    adaptive_div: float = field(default=4.0, metadata={
+        "help": "adaptive softmax: each cluster after the first has div times fewer dimensions than the one before"})
 
 
 class RNNLanguageModel(nn.Module):
@@ -50,12 +56,14 @@ class RNNLanguageModel(nn.Module):
         super().__init__()
         if config.tie_weights and config.emb_dim != config.hidden_size:
             raise ValueError(f"--tie_weights needs emb_dim == hidden_size (got {config.emb_dim} and {config.hidden_size})")
-        if config.tie_weights and config.adaptive_cutoffs:
-            raise ValueError("--tie_weights and --adaptive_cutoffs cannot be combined")
         if config.adaptive_cutoffs and not (0 < min(config.adaptive_cutoffs) and max(config.adaptive_cutoffs) < config.vocab_size):
             raise ValueError(f"--adaptive_cutoffs must lie between 0 and the vocabulary size {config.vocab_size}")
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.emb_dim)
+        if config.adaptive_cutoffs and config.tie_weights:  # one module embeds the input and scores the output
+            self.embedding = TiedAdaptiveEmbedding(config.vocab_size, config.emb_dim, config.adaptive_cutoffs,
+                                                   config.adaptive_div)
+        else:
+            self.embedding = nn.Embedding(config.vocab_size, config.emb_dim)
         self.drop = nn.Dropout(config.dropout)
         between = config.dropout if config.num_layers > 1 else 0.0
         if config.impl == "torch":
@@ -63,16 +71,16 @@ class RNNLanguageModel(nn.Module):
                                                      batch_first=True, dropout=between)
         else:
             self.rnn = RecurrentScratch(config.model_type, config.emb_dim, config.hidden_size, config.num_layers, between)
-        if config.adaptive_cutoffs:
-            self.head = None
+        self.head = self.adaptive = None
+        if config.adaptive_cutoffs and not config.tie_weights:
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, config.vocab_size,
-                                                          list(config.adaptive_cutoffs), div_value=4.0)
-        else:
-            self.adaptive = None
+                                                          list(config.adaptive_cutoffs), div_value=config.adaptive_div)
+        elif not config.adaptive_cutoffs:
             self.head = nn.Linear(config.hidden_size, config.vocab_size)
             if config.tie_weights:
                 self.head.weight = self.embedding.weight
-        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        if isinstance(self.embedding, nn.Embedding):
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state=None):
         x = self.drop(self.embedding(idx))           # (B, T, E)
@@ -83,11 +91,14 @@ class RNNLanguageModel(nn.Module):
         out, state = self.rnn(x, state)              # (B, T, H), state: (L, B, H) or a pair of them
         out = self.drop(out)
         B, T, H = out.shape
-        if self.adaptive is not None:
+        if self.head is None:  # adaptive softmax, tied (our module) or not (nn.AdaptiveLogSoftmaxWithLoss)
+            flat = out.reshape(B * T, H)
             if targets is not None:
-                loss = self.adaptive(out.reshape(B * T, H), targets.reshape(B * T)).loss
-                return None, loss, state
-            return self.adaptive.log_prob(out.reshape(B * T, H)).view(B, T, -1), None, state
+                if self.adaptive is not None:
+                    return None, self.adaptive(flat, targets.reshape(B * T)).loss, state
+                return None, self.embedding.loss(flat, targets.reshape(B * T)), state
+            scorer = self.adaptive if self.adaptive is not None else self.embedding
+            return scorer.log_prob(flat).view(B, T, -1), None, state
         logits = self.head(out)                      # (B, T, V)
         loss = None
         if targets is not None:

@@ -1,7 +1,9 @@
 """Scratch cells vs PyTorch's nn.RNN/LSTM/GRU, and the language model's wiring."""
 import pytest
 import torch
+import torch.nn as nn
 
+from stage2_rnn_lstm.models.adaptive import TiedAdaptiveEmbedding
 from stage2_rnn_lstm.models.language_model import TORCH_RNNS, LMConfig, RNNLanguageModel, copy_torch_to_scratch
 from stage2_rnn_lstm.models.rnn_scratch import RecurrentScratch
 from stage2_rnn_lstm.utils.engine import sample_next
@@ -131,3 +133,65 @@ def test_sampling_filters():
     a = [sample_next(logits, 2.0, generator=torch.Generator().manual_seed(3)) for _ in range(5)]
     b = [sample_next(logits, 2.0, generator=torch.Generator().manual_seed(3)) for _ in range(5)]
     assert a == b
+
+
+def _tied_adaptive_and_torch_copy(div_value):
+    torch.manual_seed(0)
+    ours = TiedAdaptiveEmbedding(60, 16, (10, 30), div_value).double()
+    ref = nn.AdaptiveLogSoftmaxWithLoss(16, 60, [10, 30], div_value=div_value, head_bias=False).double()
+    with torch.no_grad():  # the same function: head = [E_0; cluster logits], tail i = P_i^T then E_i
+        ref.head.weight.copy_(torch.cat([ours.tables[0].weight, ours.cluster.weight]))
+        for i, tail in enumerate(ref.tail, start=1):
+            tail[0].weight.copy_(ours.projs[i - 1].weight.t())
+            tail[1].weight.copy_(ours.tables[i].weight)
+    return ours, ref
+
+
+@pytest.mark.parametrize("div_value", [1.0, 2.0, 4.0])
+def test_tied_adaptive_softmax_matches_torch(div_value):
+    ours, ref = _tied_adaptive_and_torch_copy(div_value)
+    assert ours.dims == [16, int(16 // div_value), int(16 // div_value ** 2)]
+    h = torch.randn(40, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.cat([torch.arange(60), torch.randint(0, 60, (20,))])[torch.randperm(80)][:40]
+    targets[:3] = torch.tensor([0, 15, 59])  # every cluster is hit
+    loss = ours.loss(h, targets)
+    ref_loss = ref(h, targets).loss
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(ours.log_prob(h), ref.log_prob(h))
+    g, = torch.autograd.grad(loss, h)
+    g_ref, = torch.autograd.grad(ref_loss, h)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_tied_adaptive_embedding_shares_weights_with_the_output():
+    ours, _ = _tied_adaptive_and_torch_copy(2.0)
+    idx = torch.tensor([[3, 12, 45]])
+    e = ours(idx)
+    torch.testing.assert_close(e[0, 0], ours.tables[0].weight[3])
+    torch.testing.assert_close(e[0, 1], ours.tables[1].weight[2] @ ours.projs[0].weight.t())
+    torch.testing.assert_close(e[0, 2], ours.tables[2].weight[15] @ ours.projs[1].weight.t())
+    # the output side alone trains the same tables the input side reads
+    ours.loss(torch.randn(5, 16, dtype=torch.float64), torch.tensor([45, 46, 12, 3, 59])).backward()
+    assert ours.tables[2].weight.grad[15].abs().sum() > 0 and ours.projs[1].weight.grad.abs().sum() > 0
+
+
+def test_tied_adaptive_language_model_learns_and_scores_consistently():
+    torch.manual_seed(0)
+    m = RNNLanguageModel(LMConfig(vocab_size=50, emb_dim=16, hidden_size=16, num_layers=1, dropout=0.0,
+                                  tie_weights=True, adaptive_cutoffs=(10, 30), adaptive_div=2.0))
+    assert m.head is None and m.adaptive is None and isinstance(m.embedding, TiedAdaptiveEmbedding)
+    idx, tgt = torch.randint(0, 50, (2, 8)), torch.randint(0, 50, (2, 8))
+    m.eval()
+    logp, _, _ = m(idx)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 8))
+    torch.testing.assert_close(-logp.gather(-1, tgt.unsqueeze(-1)).mean(), m(idx, tgt)[1])
+    m.train()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-2)
+    first = None
+    for _ in range(150):
+        _, loss, _ = m(idx, tgt)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 3.5 and loss.item() < 0.1  # memorises the batch through the shared tables
