@@ -127,8 +127,12 @@ def check_flags(cfg: TrainConfig, mcfg: LMConfig) -> None:
         raise UserError(f"impossible value(s): {', '.join(bad)}")
     if mcfg.tie_weights and mcfg.emb_dim != mcfg.hidden_size:
         raise UserError(f"--tie_weights needs --emb_dim equal to --hidden_size (got {mcfg.emb_dim} and {mcfg.hidden_size})")
-    if mcfg.adaptive_cutoffs and not mcfg.adaptive_div >= 1:
-        raise UserError(f"--adaptive_div must be at least 1 (got {mcfg.adaptive_div})")
+    cut = list(mcfg.adaptive_cutoffs)
+    if cut and (cut != sorted(set(cut)) or cut[0] <= 0):
+        raise UserError(f"--adaptive_cutoffs must be positive and strictly increasing (got {' '.join(map(str, cut))})")
+    if cut and not (mcfg.adaptive_div >= 1 and mcfg.hidden_size // mcfg.adaptive_div ** len(cut) >= 1):
+        raise UserError(f"--adaptive_div must be at least 1 and leave the last cluster at least one dimension "
+                        f"(got {mcfg.adaptive_div} for --hidden_size {mcfg.hidden_size} and {len(cut)} cutoffs)")
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -163,6 +163,9 @@ def test_bad_inputs_in_process(trained, tmp_path):
         (generate.main, ["--checkpoint", str(ck), "--prompt", "\u4f60\u597d"], "not in the char vocabulary"),
         (train.main, TINY + ["--seq_len", "0"], "impossible value"),
         (train.main, TINY + ["--tie_weights"], "--tie_weights needs"),
+        (train.main, TINY + ["--adaptive_cutoffs", "30", "10"], "strictly increasing"),
+        (train.main, TINY + ["--adaptive_cutoffs", "10", "--adaptive_div", "0.5"], "--adaptive_div must be at least 1"),
+        (train.main, TINY + ["--adaptive_cutoffs", "10", "--adaptive_div", "1000"], "at least one dimension"),
         (train.main, TINY + ["--dataset", "ptb", "--data_dir", str(tmp_path)], "ptb"),
         (evaluate.main, ["--checkpoint", str(ck), "--split", "test"], "no test split"),
     ]
@@ -216,11 +219,14 @@ def _shared_data():
 
 
 @pytest.mark.skipif(not (_shared_data() / "ptb").is_dir(), reason="Penn Treebank not available (set MY_LLM_DATA)")
-def test_word_level_ptb_adaptive_softmax_and_unknown_words(tmp_path, capsys):
+@pytest.mark.parametrize("tied", [False, True])
+def test_word_level_ptb_adaptive_softmax_and_unknown_words(tmp_path, capsys, tied):
     ck = tmp_path / "ck"
     rec = train.main(["--vocab_type", "word", "--dataset", "ptb", "--data_dir", str(_shared_data()), "--limit_train", "30000",
                       "--emb_dim", "16", "--hidden_size", "16", "--num_layers", "1", "--batch_size", "8", "--seq_len", "10",
-                      "--adaptive_cutoffs", "100", "500", "--max_steps", "5", "--checkpoint_dir", str(ck), "--run_dir", str(tmp_path)])
+                      "--adaptive_cutoffs", "100", "500", "--max_steps", "5", "--checkpoint_dir", str(ck), "--run_dir", str(tmp_path),
+                      *(["--tie_weights", "--adaptive_div", "2"] if tied else [])])
+    assert rec["model"].endswith(("tied adaptive-softmax (torch)" if tied else "word adaptive-softmax (torch)"))
     assert rec["primary_metric"] == "test_perplexity" and "test_loss" in rec["metrics"]
     assert (ck / "word_vocabulary.pkl").is_file() and (ck / "best_lstm_word.pt").is_file()
     vocab = load_vocab_pickle(ck / "word_vocabulary.pkl")
