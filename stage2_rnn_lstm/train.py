@@ -81,7 +81,8 @@ class TrainConfig:
 
 
 # Flags that may change when resuming (how long to train, logging); everything else must match.
-RESUME_MAY_CHANGE = {"epochs", "max_steps", "max_minutes", "resume", "log_interval", "patience", "run_dir", "compile"}
+RESUME_MAY_CHANGE = {"epochs", "max_steps", "max_minutes", "resume", "log_interval", "patience", "run_dir", "compile",
+                     "checkpoint_dir"}  # a run may be moved to another folder and continued there
 
 
 def build_parser() -> argparse.ArgumentParser:
