@@ -86,21 +86,27 @@ def test_carried_state_equals_one_long_sequence():
     torch.testing.assert_close(torch.cat([first, second], 1), full)
 
 
+def fit_one_batch(m, idx, tgt, lr, steps):
+    """Adam on one batch; returns the first and the last loss."""
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        _, loss, _ = m(idx, tgt)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return losses[0], losses[-1]
+
+
 @pytest.mark.parametrize("impl", ["scratch", "torch"])
 def test_overfits_one_batch(impl):
     torch.manual_seed(0)
     m = RNNLanguageModel(LMConfig(impl=impl, vocab_size=20, emb_dim=16, hidden_size=32, num_layers=1, dropout=0.0))
     idx = torch.randint(0, 20, (4, 10))
     tgt = torch.randint(0, 20, (4, 10))
-    opt = torch.optim.Adam(m.parameters(), lr=2e-2)
-    first = None
-    for _ in range(80):
-        _, loss, _ = m(idx, tgt)
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert first > 2.5 and loss.item() < 0.05
+    first, last = fit_one_batch(m, idx, tgt, lr=2e-2, steps=80)
+    assert first > 2.5 and last < 0.05
 
 
 def test_adaptive_softmax_loss_and_log_probs_agree():
@@ -186,12 +192,5 @@ def test_tied_adaptive_language_model_learns_and_scores_consistently():
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 8))
     torch.testing.assert_close(-logp.gather(-1, tgt.unsqueeze(-1)).mean(), m(idx, tgt)[1])
     m.train()
-    opt = torch.optim.Adam(m.parameters(), lr=3e-2)
-    first = None
-    for _ in range(150):
-        _, loss, _ = m(idx, tgt)
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert first > 3.5 and loss.item() < 0.1  # memorises the batch through the shared tables
+    first, last = fit_one_batch(m, idx, tgt, lr=3e-2, steps=150)
+    assert first > 3.5 and last < 0.1  # memorises the batch through the shared tables
