@@ -51,8 +51,13 @@ COMMIT_AT_START = git_commit()
 
 
 def current_command() -> str:
-    """How this process was started, as a command a user can paste (``cd stage1_mlp && python train.py ...``)."""
-    argv = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
+    """How this process was started, as a command a user can paste (``cd stage1_mlp && python train.py ...``).
+
+    ``--resume`` is left out: a resumed run ends exactly where the uninterrupted one would, so the command that
+    reproduces its result from scratch is the same command without it (the result file says where it resumed).
+    """
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    argv = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *args]) if sys.argv and sys.argv[0] else ""
     cwd = Path.cwd().resolve()
     try:
         rel = cwd.relative_to(REPO_ROOT.resolve())

@@ -214,7 +214,7 @@ def main(argv=None) -> dict:
     fwd = torch.compile(model) if cfg.compile else model
 
     pos = {"step": 0, "epoch": 0, "batch": 0, "best": math.inf, "since_best": 0, "train_time": 0.0,
-           "last_eval_step": -1, "last_val": math.nan, "stopped": ""}
+           "last_eval_step": -1, "last_val": math.nan, "stopped": "", "resumed_at": []}
     hidden = None
     if resume is not None:
         if resume["vocab"]["tokens"] != vocab.tokens:
@@ -223,6 +223,7 @@ def main(argv=None) -> dict:
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         pos.update(resume["position"])
+        pos["resumed_at"] = [*pos.get("resumed_at", []), pos["step"]]  # reported in the result file
         hidden = _to_device(resume["hidden"], device)
         set_rng_state(resume["rng"], generator)
 
@@ -343,7 +344,7 @@ def main(argv=None) -> dict:
         params=n_params, train_wall_s=round(train_wall, 1), model=model_label(mcfg, cfg.vocab_type), device=describe_device(device), seed=cfg.seed,
         data_sha256=sha256_files(corpus.files) if corpus.files else None, primary_metric=primary,
         tokens_per_s=round(steps_done * cfg.batch_size * cfg.seq_len / max(train_wall, 1e-9), 1),
-        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), last_val_loss=pos["last_val"], steps=steps_done, epochs_done=pos["epoch"] + pos["batch"] / n_batches, stopped_by=stop_reason,
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), last_val_loss=pos["last_val"], steps=steps_done, resumed_at_steps=pos["resumed_at"], epochs_done=pos["epoch"] + pos["batch"] / n_batches, stopped_by=stop_reason,
         config={"model": dataclasses.asdict(mcfg), "train": dataclasses.asdict(cfg)}, checkpoint=str(best_path))
     write_result(record, name=f"train_{tag}")
     return record

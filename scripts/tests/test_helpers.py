@@ -21,7 +21,7 @@ from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_
 from scripts.data import DataNotFoundError, HubSource, find_dataset, open_text, sha256_files
 from scripts.device import autocast, pick_device
 from scripts.log import RunLogger, format_line, read_metrics
-from scripts.results import make_result, parse_result_lines, write_result
+from scripts.results import current_command, make_result, parse_result_lines, write_result
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -326,6 +326,12 @@ def test_result_file_and_line(tmp_path, capsys):
     assert printed[0]["torch"] == torch.__version__ and printed[0]["samples_per_s"] == 3.0
     with pytest.raises(ValueError):
         write_result({"stage": "x"}, out_dir=tmp_path)
+
+
+def test_result_command_reproduces_a_resumed_run_from_scratch(monkeypatch):
+    monkeypatch.setattr(sys, "argv", [str(REPO_ROOT / "stage2_rnn_lstm" / "train.py"), "--resume", "--epochs", "3"])
+    monkeypatch.chdir(REPO_ROOT / "stage2_rnn_lstm")
+    assert current_command() == "cd stage2_rnn_lstm && python train.py --epochs 3"
 
 
 def test_run_cli_exit_codes(capsys):

@@ -97,6 +97,7 @@ def test_resume_after_ctrl_c_equals_uninterrupted_run(tmp_path, monkeypatch, sch
     saved_at = 7 if stop is KeyboardInterrupt else 5
     assert load_checkpoint(tmp_path / "b" / "ck" / "last_lstm_char.pt")["position"]["step"] == saved_at
     resumed = _train(tmp_path / "b", *flags, "--resume")
+    assert full["resumed_at_steps"] == [] and resumed["resumed_at_steps"] == [saved_at]
     assert resumed["last_val_loss"] == pytest.approx(full["last_val_loss"], abs=1e-6)
     assert resumed["metrics"]["val_loss"] == pytest.approx(full["metrics"]["val_loss"], abs=1e-6)
     a = load_checkpoint(tmp_path / "a" / "ck" / "last_lstm_char.pt")["model"]
