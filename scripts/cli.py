@@ -8,10 +8,22 @@ scripts save a resumable checkpoint either way.
 """
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
 from typing import Callable, Sequence
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and appends ``(default: X)`` to each option's help, once:
+    not where the help already states its default, nor for ``None`` / ``False`` (nothing to say)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default:" in text or "%(default)" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 class UserError(Exception):

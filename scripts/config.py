@@ -41,7 +41,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, group_title: str | 
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         kwargs = {"default": default, "help": f.metadata.get("help", "")}
-        if default is not None and not (tp is bool):
+        if default not in (None, "", ()) and default != [] and tp is not bool and "(default:" not in kwargs["help"]:
             kwargs["help"] += f" (default: {default if not is_seq else ' '.join(map(str, default))})"
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

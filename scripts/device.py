@@ -19,9 +19,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="where to run; auto = cuda, then mps, then cpu")
+                        help="where to run; auto = cuda, then mps, then cpu (default: %(default)s)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                        help="autocast precision (no-op where the device does not support it)")
+                        help="autocast precision (no-op where the device does not support it) (default: %(default)s)")
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from scripts import REPO_ROOT
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.results import make_result, parse_result_lines, results_dir, write_result
 from scripts.testing import run_script
 from stage1_mlp.engine import CV_NOTE, KIND
@@ -86,7 +86,7 @@ def check(label: str, ok: bool | None, figure: str) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--only", nargs="+", choices=JOBS, default=["imdb_torch", "imdb_numpy", "ag_news_cv"],
                    help="which runs (ag_news = the standard protocol, needs the AG News train split)")
     p.add_argument("--report", action="store_true", help="also copy the result files into results/reported/stage1_mlp/")

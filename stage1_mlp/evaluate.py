@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.data import DataNotFoundError
 from scripts.device import add_device_args, describe_device, pick_device
 from scripts.results import write_result
@@ -31,7 +31,7 @@ from stage1_mlp.plots import plot_confusion
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--model_path", default="checkpoints/best_model.pt", help="checkpoint written by train.py")
     p.add_argument("--text", default=None, help="classify this text and print the class probabilities")
     p.add_argument("--split", default="test", choices=["test", "val"], help="which split to score")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from scripts.checkpoint import load_checkpoint
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args
 from scripts.device import add_device_args, autocast, describe_device, pick_device
 from scripts.log import RunLogger, progress
@@ -42,8 +42,7 @@ RESUMABLE_OVERRIDES = ("epochs", "max_steps", "log_every", "data_dir")
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     add_dataclass_args(parser, TrainConfig)
     add_device_args(parser)
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from scripts.cli import UserError, run_cli  # noqa: E402
+from scripts.cli import HelpFormatter, UserError, run_cli  # noqa: E402
 from scripts.device import describe_device, pick_device
 from scripts.results import make_result, write_result
 from scripts.seed import seed_everything
@@ -69,14 +69,15 @@ def time_train_steps(model: RNNLanguageModel, x: torch.Tensor, y: torch.Tensor, 
 
 
 def speed(argv) -> dict:
-    p = argparse.ArgumentParser(prog="benchmark.py speed", description="scratch LSTM vs nn.LSTM training speed")
+    p = argparse.ArgumentParser(prog="benchmark.py speed", description="scratch LSTM vs nn.LSTM training speed",
+                                formatter_class=HelpFormatter)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--hidden_size", type=int, default=512)
     p.add_argument("--num_layers", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3, help="alternate scratch/torch this many times; report medians")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="where to time the two LSTMs")
     a = p.parse_args(argv)
     if min(a.batch_size, a.seq_len, a.hidden_size, a.num_layers, a.steps, a.rounds) <= 0:
         raise UserError("all sizes must be positive")

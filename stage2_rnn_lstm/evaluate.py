@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.data import sha256_files
 from scripts.device import describe_device, pick_device
 from scripts.results import make_result, write_result
@@ -24,7 +24,7 @@ from stage2_rnn_lstm.utils.engine import KIND, evaluate_loss, load_model, loss_m
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description="Perplexity / bits-per-char of a stage-2 checkpoint.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/best_lstm_char.pt")
     p.add_argument("--vocab", default=None, help="vocabulary pickle to check against the checkpoint")
     p.add_argument("--split", default="all", choices=["val", "test", "all"], help="all = every split the dataset has besides train")
@@ -32,7 +32,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch_size", type=int, default=None, help="default: the training batch size")
     p.add_argument("--seq_len", type=int, default=None, help="default: the training BPTT length")
     p.add_argument("--max_batches", type=int, default=None, help="evaluate only this many batches (smoke runs)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to run; auto = cuda, then mps, then cpu")
     a = p.parse_args(argv)
     device = pick_device(a.device)
     model, vocab, ckpt = load_model(a.checkpoint, a.vocab, device)

@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.device import pick_device
 from stage2_rnn_lstm.utils.data import EOS, UNK
 from stage2_rnn_lstm.utils.engine import load_model, sample_next
@@ -25,7 +25,7 @@ from stage2_rnn_lstm.utils.engine import load_model, sample_next
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Sample text from a stage-2 RNN/LSTM/GRU language model.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/best_lstm_char.pt", help="a best_*.pt or last_*.pt file")
     p.add_argument("--vocab", default=None, help="vocabulary pickle to check against the checkpoint (the checkpoint has its own copy)")
     p.add_argument("--prompt", default=None, help="text to continue (default: start of a line)")
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_k", type=int, default=None, help="sample only among the k most likely tokens")
     p.add_argument("--top_p", type=float, default=None, help="nucleus sampling: smallest set with this much mass, in (0, 1]")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to sample (one token at a time: the CPU is usually fast enough)")
     return p
 
 

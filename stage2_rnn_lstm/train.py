@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from scripts.checkpoint import load_checkpoint, save_checkpoint, save_vocab_pickle, unwrap_model
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args
 from scripts.data import sha256_files
 from scripts.device import add_device_args, autocast, describe_device, pick_device
@@ -68,8 +68,10 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata={"help": "clip the global gradient norm (0 = off)"})
     eval_interval: int = field(default=0, metadata={"help": "evaluate every N steps (0 = at the end of every epoch)"})
     patience: int = field(default=5, metadata={"help": "early stopping: evaluations without improvement (0 = off)"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps in total (0 = no limit)"})
-    max_minutes: float = field(default=0.0, metadata={"help": "stop after this much training wall time (0 = no limit)"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps in total (0 = no limit); "
+                                                           "with cosine/wsd it also sets the LR schedule's length"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop after this much training wall time (0 = no limit); "
+                                                             "with cosine/wsd it also sets the LR schedule's length"})
     limit_train: int = field(default=0, metadata={"help": "use only the first N characters of each split (smoke runs)"})
     seed: int = field(default=1337, metadata={"help": "random seed"})
     log_interval: int = field(default=50, metadata={"help": "print a log line every N steps"})
@@ -86,7 +88,7 @@ RESUME_MAY_CHANGE = {"epochs", "max_steps", "max_minutes", "resume", "log_interv
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     add_dataclass_args(p, TrainConfig, "training")
     add_dataclass_args(p, LMConfig, "model")
     add_device_args(p)

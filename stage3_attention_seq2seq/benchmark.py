@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from scripts import REPO_ROOT
-from scripts.cli import run_cli
+from scripts.cli import HelpFormatter, run_cli
 from scripts.results import results_dir
 from stage3_attention_seq2seq import evaluate, train
 
@@ -30,7 +30,7 @@ def newest(prefix: str, since: float) -> Path | None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--attention_type", default="bahdanau", help="bahdanau | luong_dot | luong_general | luong_concat | none")
     p.add_argument("--time_budget_min", type=float, default=45.0, help="training wall-clock budget")
     p.add_argument("--epochs", type=int, default=15, help="most epochs (the LR decays over epochs or budget, whichever ends first)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.data import sha256_files
 from scripts.device import add_device_args, describe_device, pick_device
 from scripts.results import make_result, write_result
@@ -25,7 +25,7 @@ from stage3_attention_seq2seq.utils.evaluation import evaluate_split, plot_atten
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model_path", default="checkpoints/best_attention_model.pt", help="checkpoint from train.py")
     p.add_argument("--data_dir", default=None, help="folder with multi30k/ or eng_fra/ (else $MY_LLM_DATA, else bundled)")
     p.add_argument("--splits", nargs="+", default=None, help="test splits (default: all of the dataset's)")

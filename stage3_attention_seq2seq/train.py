@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from scripts.checkpoint import load_checkpoint, save_checkpoint
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args
 from scripts.data import sha256_files
 from scripts.device import add_device_args, describe_device, pick_device
@@ -123,7 +123,7 @@ def validation_loss(model, pairs, batch_size, device) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_dataclass_args(p, TrainConfig, "training")
     add_dataclass_args(p, ModelConfig, "model")
     add_device_args(p)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts.cli import UserError, run_cli
+from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.device import add_device_args, pick_device
 from stage3_attention_seq2seq.utils.checkpoint import load_model
 from stage3_attention_seq2seq.utils.evaluation import MAX_SRC_LEN, attention_text, plot_attention, translate_sentences
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model_path", default="checkpoints/best_attention_model.pt", help="checkpoint from train.py")
     p.add_argument("--sentence", action="append", default=[], help="a sentence to translate (repeatable)")
     p.add_argument("--interactive", action="store_true", help="read sentences from stdin, one per line")

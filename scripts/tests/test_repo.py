@@ -53,3 +53,27 @@ def test_stages_never_import_each_other_and_scripts_import_no_stage():
             assert not others, f"{py.relative_to(REPO_ROOT)} imports {others}"
     for py in (REPO_ROOT / "scripts").rglob("*.py"):
         assert not {m for m in _imports(py) if m.startswith("stage")}, py
+
+
+CLIS = sorted(p for s in STAGES for name in ["train", "evaluate", "generate", "translate", "benchmark"]
+              for p in [REPO_ROOT / s / f"{name}.py"] if p.exists())
+
+
+def test_every_cli_help_runs_and_states_each_default_once(monkeypatch, capsys):
+    import runpy
+    import sys
+
+    assert len(CLIS) >= 10
+    for path in CLIS:
+        monkeypatch.chdir(path.parent)
+        monkeypatch.setattr(sys, "argv", [path.name, "--help"])
+        code = 0
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as e:  # argparse's --help exits 0; a preset dispatcher may print and return
+            code = e.code
+        text = " ".join(capsys.readouterr().out.split())
+        assert code == 0 and ("usage:" in text or "python benchmark.py" in text), path
+        assert not re.search(r"\(default: [^()]*\) \(default:", text), f"{path}: a default is printed twice"
+        assert "(default: None)" not in text and "(default: False)" not in text, path
+        assert re.search(r"--device (\{[a-z,]+\} |DEVICE )[^-]*\(default: \w+\)", text) or "--device" not in text, path
