@@ -15,15 +15,18 @@ import threading
 from typing import Callable, Sequence
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's line breaks and appends ``(default: X)`` to each option's help, once:
-    not where the help already states its default, nor for ``None`` / ``False`` (nothing to say)."""
+    not where the help already states its default, nor for empty defaults (``None``, ``False``, ``""``, ``()``).
+    The one place that shows defaults, for plain ``add_argument`` flags and dataclass fields alike."""
 
     def _get_help_string(self, action):
-        text = action.help or ""
-        if "(default:" in text or "%(default)" in text or action.default in (None, False, argparse.SUPPRESS):
+        text, default = action.help or "", action.default
+        if "(default" in text or "%(default)" in text or default is argparse.SUPPRESS or default is None or default is False \
+                or (isinstance(default, (str, list, tuple)) and not default):  # `in (False, "")` would hide 0
             return text
-        return super()._get_help_string(action)
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
 
 
 class UserError(Exception):

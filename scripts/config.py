@@ -5,7 +5,7 @@
         lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
         model_type: str = field(default="lstm", metadata={"choices": ["rnn", "lstm", "gru"]})
 
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)  # from scripts.cli: shows each default
     add_dataclass_args(parser, TrainConfig)
     cfg = dataclass_from_args(TrainConfig, parser.parse_args(argv))
 
@@ -40,9 +40,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, group_title: str | 
         tp, is_seq = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        kwargs = {"default": default, "help": f.metadata.get("help", "")}
-        if default not in (None, "", ()) and default != [] and tp is not bool and "(default:" not in kwargs["help"]:
-            kwargs["help"] += f" (default: {default if not is_seq else ' '.join(map(str, default))})"
+        kwargs = {"default": default, "help": f.metadata.get("help", "")}  # scripts.cli.HelpFormatter shows defaults
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

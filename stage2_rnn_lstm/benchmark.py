@@ -42,8 +42,8 @@ PRESETS = {
             "--seq_len", "35", "--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "0.01",
             "--lr_schedule", "wsd", "--decay_frac", "0.3", "--min_lr", "1e-5", "--grad_clip", "0.5", "--patience", "0",
             "--eval_interval", "1500", "--epochs", "100", "--max_minutes", "40", "--log_interval", "200", "--fused"],
-    # Tied adaptive softmax (models/adaptive.py). No time limit: the LR schedule runs over 13 epochs (about 2.5 hours on
-    # 2 CPU cores); the result file reports the wall time. A run stopped with Ctrl-C or kill continues exactly with
+    # Tied adaptive softmax (models/adaptive.py). No time limit: the LR schedule runs over 13 epochs (hours on 2 CPU
+    # cores); the result file reports the wall time. A run stopped with Ctrl-C or kill continues exactly with
     # --resume (train_wall_s keeps adding up).
     "wikitext2": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "wikitext2", "--emb_dim", "400",
                   "--hidden_size", "400", "--num_layers", "2", "--dropout", "0.3", "--adaptive_cutoffs", "2000", "10000",

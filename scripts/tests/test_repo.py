@@ -76,4 +76,5 @@ def test_every_cli_help_runs_and_states_each_default_once(monkeypatch, capsys):
         assert code == 0 and ("usage:" in text or "python benchmark.py" in text), path
         assert not re.search(r"\(default: [^()]*\) \(default:", text), f"{path}: a default is printed twice"
         assert "(default: None)" not in text and "(default: False)" not in text, path
+        assert not re.search(r"\(default: (\)|\[\]|\(\)|\[')", text), f"{path}: an empty or list-repr default"
         assert re.search(r"--device (\{[a-z,]+\} |DEVICE )[^-]*\(default: \w+\)", text) or "--device" not in text, path
