@@ -1,4 +1,4 @@
-"""Checkpoint I/O: self-describing, atomic, safe to load (STYLE.md practice 7).
+"""Checkpoint I/O: self-describing, atomic, safe to load (docs/CONTRIBUTING.md).
 
 A checkpoint is a dict of tensors and plain data, loadable with ``torch.load(weights_only=True)``::
 
@@ -9,7 +9,8 @@ A checkpoint is a dict of tensors and plain data, loadable with ``torch.load(wei
 
 ``kind`` names the stage, so loading a stage-2 checkpoint into stage 1 is a clear error.
 Files are written to a temporary file and renamed, so an interrupted save never leaves a
-half-written checkpoint. Vocabulary pickles (``*.pkl``) are read by a restricted unpickler that
+half-written checkpoint; the file gets ordinary permissions (0644 less the umask), not the
+temp file's 0600. Vocabulary pickles (``*.pkl``) are read by a restricted unpickler that
 only rebuilds plain builtins: a malicious pickle is refused before anything runs.
 """
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -45,12 +45,19 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -80,9 +87,21 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: str
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is corrupt or not a my_llm checkpoint ({reason[:200]})") from None
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # a bad opcode: garbage, not a refused object
+            raise CheckpointError(f"{path} is corrupt or not a my_llm checkpoint (not a PyTorch file at all, "
+                                  f"UnpicklingError); retrain, or pass a best_*.pt / last_*.pt file written by "
+                                  f"this stage's train.py") from None
+        # torch's own message goes on to suggest weights_only=False, which would run code from the file
+        raise CheckpointError(f"{path} holds Python objects other than tensors and plain data, so it is refused "
+                              f"(loading it could run code from the file); use a checkpoint written by this "
+                              f"repository's train.py") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file (truncated, text, other format) is the same user error
+        with open(path, "rb") as f:
+            head = f.read(4)
+        what = "a damaged or truncated PyTorch file" if head[:2] == b"PK" else "not a PyTorch file at all"
+        raise CheckpointError(f"{path} is corrupt or not a my_llm checkpoint ({what}, {type(e).__name__}); retrain, "
+                              f"or pass a best_*.pt / last_*.pt file written by this stage's train.py") from None
     if not isinstance(data, dict) or "kind" not in data or "model" not in data:
         raise CheckpointError(f"{path} is not a my_llm checkpoint (no 'kind'/'model' entries)")
     if kind is not None and data["kind"] != kind:

@@ -55,3 +55,21 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+QUIT_WORDS = (":q", ":quit")
+
+
+def repl_lines(banner: str, stdin=None):
+    """The one REPL rule: yield each non-blank input line; a blank line gets a note on stderr and is
+    skipped; Ctrl-D (end of input) or ``:q`` ends the session."""
+    stdin = stdin or sys.stdin
+    print(f"{banner} (Ctrl-D or :q to quit)", file=sys.stderr, flush=True)
+    for line in stdin:
+        text = line.rstrip("\r\n")
+        if text.strip() in QUIT_WORDS:
+            return
+        if not text.strip():
+            print("note: empty input, type some text (Ctrl-D or :q to quit)", file=sys.stderr, flush=True)
+            continue
+        yield text

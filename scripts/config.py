@@ -1,4 +1,4 @@
-"""Config as a dataclass, filled from argparse and saved in every checkpoint (STYLE.md practice 2).
+"""Config as a dataclass, filled from argparse and saved in every checkpoint (docs/CONTRIBUTING.md).
 
     @dataclass
     class TrainConfig:
@@ -68,3 +68,55 @@ def config_from_dict(cls, data: dict):
     if unknown:
         raise UserError(f"config has unknown keys {sorted(unknown)} for {cls.__name__} (checkpoint from another version?)")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# ----- the one --resume rule -------------------------------------------------------------------
+# Budget and bookkeeping flags may change when a run is continued (e.g. raise --epochs to train
+# longer); every other flag defines the model, data or tokenizer and must match the checkpoint.
+RESUME_MAY_CHANGE = frozenset({
+    "epochs", "max_steps", "max_minutes", "schedule_steps", "resume", "log_every", "eval_every", "patience",
+    "out_dir", "run_dir", "data_dir", "device", "compile", "threads", "report"})
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The ``dest`` names the user actually typed in ``argv`` (``None`` = ``sys.argv[1:]``)."""
+    import sys
+
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if isinstance(action, argparse.BooleanOptionalAction):
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = action.const
+            else:
+                kwargs["nargs"] = action.nargs
+            probe.add_argument(*action.option_strings, **kwargs)
+    known, _ = probe.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    return set(vars(known))
+
+
+def resume_config(saved: dict, current: dict, explicit: set[str], source, may_change=RESUME_MAY_CHANGE) -> dict:
+    """The config a resumed run continues with: the checkpoint's ``saved`` values, where the user may
+    override only ``may_change`` flags. A typed flag that would change anything else is a one-line
+    :class:`UserError` naming each such flag and its saved value."""
+    def norm(v):
+        return list(v) if isinstance(v, tuple) else v
+
+    clash = [k for k in sorted(explicit) if k in saved and k not in may_change and norm(saved[k]) != norm(current.get(k))]
+    if clash:
+        shown = ", ".join(f"--{k} {current.get(k)!r} (saved {saved[k]!r})" for k in clash)
+        raise UserError(f"--resume: {shown} would change the model, data or tokenizer of {source}; "
+                        f"drop these flags (only {', '.join('--' + k for k in ('epochs', 'max_steps', 'max_minutes'))} "
+                        f"and logging/output flags may change), or start a new run without --resume")
+    merged = dict(saved)
+    merged.update({k: current[k] for k in explicit if k in may_change and k in current})
+    merged["resume"] = True if "resume" in current else merged.get("resume")
+    return merged
+
+
+def add_alias(parser: argparse.ArgumentParser, old: str, new_dest: str, **kwargs) -> None:
+    """Accept ``old`` (e.g. ``--model_path``) as a hidden spelling of the flag stored in ``new_dest``."""
+    parser.add_argument(old, dest=new_dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)

@@ -2,17 +2,22 @@
 
 :func:`find_dataset` looks, in this order, in
 
-1. an explicit ``--data_dir`` (either the dataset's own folder, or a folder laid out like
-   ``../shared/data`` with one sub-folder per dataset),
-2. ``$MY_LLM_DATA/<folder>`` (the same layout),
+1. an explicit ``--data_dir`` (either the dataset's own folder, or a data folder with one
+   sub-folder per dataset: ``imdb/``, ``ptb/``, ``multi30k/`` ..., see ``docs/CONTRIBUTING.md``),
+2. ``$MY_LLM_DATA/<folder>`` (the same layout); a ``$MY_LLM_DATA`` that does not exist is an error,
+   and one that lacks the dataset is a loud warning before anything else is used,
 3. the small copy bundled in the stage (``stageN_x/data/...``), when the stage ships one,
 4. the Hugging Face hub through ``datasets`` (for users online).
 
 Offline (``HF_HUB_OFFLINE=1``, or the hub unreachable within ~3 s) with nothing found, it raises
 :class:`DataNotFoundError` naming every place it looked, instead of retrying for half a minute.
+
+Reading goes through :func:`read_text` / :func:`read_errors`, so a file in the wrong encoding, a
+truncated or fake ``.gz`` is a one-line :class:`DataFileError` naming the file, never a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -20,6 +25,7 @@ import os
 import socket
 import sys
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -43,6 +49,34 @@ DATASETS = {
 
 class DataNotFoundError(UserError):
     """The dataset is in none of the places we look."""
+
+
+class DataFileError(UserError):
+    """A data file exists but cannot be read as what it claims to be (encoding, gzip, format)."""
+
+
+@contextlib.contextmanager
+def read_errors(path: str | Path):
+    """Turn the ways a data file can be unreadable into one :class:`DataFileError` naming ``path``."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                            f"re-save the file as UTF-8") from None
+    except EOFError:
+        raise DataFileError(f"{path}: the gzip file is truncated (download or copy it again)") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise DataFileError(f"{path}: not a valid gzip file ({e}); un-gzipped files must not end in .gz") from None
+    except IsADirectoryError:
+        raise DataFileError(f"{path} is a folder, not a file") from None
+    except PermissionError:
+        raise DataFileError(f"{path}: permission denied") from None
+
+
+def read_text(path: str | Path) -> str:
+    """The whole text of a UTF-8 file (``*.gz`` un-gzipped); one-line errors for unreadable files."""
+    with read_errors(path), open_text(path) as f:
+        return f.read()
 
 
 @dataclass(frozen=True)
@@ -96,6 +130,9 @@ def _candidates(folder: str, data_dir, bundled) -> list[tuple[str, Path]]:
         places += [("--data_dir", Path(data_dir) / folder), ("--data_dir", Path(data_dir))]
     env = os.environ.get(ENV_VAR)
     if env:
+        if not Path(env).is_dir():
+            raise DataNotFoundError(f"${ENV_VAR}={env} does not exist or is not a folder; "
+                                    f"fix it or unset it (unset, the bundled sample is used where there is one)")
         places.append((f"${ENV_VAR}", Path(env) / folder))
     if bundled is not None:
         places.append(("bundled", Path(bundled)))
@@ -115,6 +152,10 @@ def find_dataset(name: str, files: Sequence[str], data_dir: str | Path | None = 
     places = _candidates(folder, data_dir, bundled)
     for source, place in places:
         if all(data_file(place, f) for f in files):
+            if source == "bundled" and os.environ.get(ENV_VAR):
+                message = (f"${ENV_VAR}={os.environ[ENV_VAR]} has no {folder}/ with {', '.join(files)}; "
+                           f"using the copy bundled in the repository ({place})")
+                print(f"warning: {message}", file=sys.stderr, flush=True)
             return place
         if source == "--data_dir" and place == Path(data_dir):  # both --data_dir forms failed
             raise DataNotFoundError(
@@ -126,7 +167,7 @@ def find_dataset(name: str, files: Sequence[str], data_dir: str | Path | None = 
     raise DataNotFoundError(
         f"{name} data not found (need {', '.join(files)}); looked in: {looked}; {hub}. "
         f"Put the files in <dir>/{folder}/ and pass --data_dir <dir> or set {ENV_VAR}=<dir> "
-        f"(see ../shared/data/README.md for the layout)")
+        f"(the layout and sources of each dataset are in the stage's data/README.md)")
 
 
 def load_hub_dataset(source: HubSource, split: str, config: str | None = None):

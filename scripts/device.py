@@ -17,11 +17,13 @@ from scripts.cli import UserError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def add_device_args(parser: argparse.ArgumentParser) -> None:
+def add_device_args(parser: argparse.ArgumentParser, dtype: bool = True) -> None:
+    """``--device`` and, for scripts that honour it (``dtype=True``), ``--dtype``."""
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where to run; auto = cuda, then mps, then cpu (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                        help="autocast precision (no-op where the device does not support it) (default: %(default)s)")
+    if dtype:
+        parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
+                            help="autocast precision (no-op where the device does not support it) (default: %(default)s)")
 
 
 def pick_device(name: str = "auto") -> torch.device:

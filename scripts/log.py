@@ -5,6 +5,10 @@
 Console lines go through ``tqdm.write`` so they print above a live progress bar instead of
 tearing it. The same numbers are appended to ``<run_dir>/metrics.jsonl`` (one JSON object per
 line), which notebooks and ``scripts/report.py`` read. ``TQDM_DISABLE=1`` hides the bars.
+
+A fresh run never appends to an earlier run's file: an existing ``metrics.jsonl`` is moved aside
+to ``metrics.<time>.jsonl``. A resumed run (``resume_step=N``) continues its own file, minus any
+lines past step ``N`` (written after the checkpoint it resumes from, and about to be redone).
 """
 from __future__ import annotations
 
@@ -42,12 +46,26 @@ def format_line(step: int | None, metrics: dict) -> str:
 class RunLogger:
     """Prints log lines and appends them to ``run_dir/metrics.jsonl`` (if ``run_dir`` is set)."""
 
-    def __init__(self, run_dir: str | Path | None = None, filename: str = "metrics.jsonl", quiet: bool = False):
+    def __init__(self, run_dir: str | Path | None = None, filename: str = "metrics.jsonl", quiet: bool = False,
+                 resume_step: int | None = None):
         self.path = None
         self.quiet = quiet
+        self.moved_aside: Path | None = None
         if run_dir is not None:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             self.path = Path(run_dir) / filename
+            if self.path.exists() and resume_step is None:
+                stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.path.stat().st_mtime))
+                self.moved_aside = self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}")
+                n = 1
+                while self.moved_aside.exists():
+                    n += 1
+                    self.moved_aside = self.path.with_name(f"{self.path.stem}.{stamp}-{n}{self.path.suffix}")
+                self.path.rename(self.moved_aside)
+            elif self.path.exists():
+                keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+                        if ln.strip() and (json.loads(ln).get("step") or 0) <= resume_step]
+                self.path.write_text("".join(keep), encoding="utf-8")
 
     def log(self, step: int | None = None, prefix: str = "", **metrics) -> str:
         """Log one line. ``prefix`` (e.g. ``"eval"``) starts the console line and is stored as ``kind``."""

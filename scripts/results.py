@@ -99,6 +99,31 @@ def write_result(record: dict, name: str | None = None, out_dir: str | Path | No
     return path
 
 
+def report_result(path: str | Path, reported_root: str | Path | None = None) -> Path:
+    """Copy a written result file to ``results/reported/<stage>/`` under its own timestamped name
+    (what ``--report`` of a benchmark does; never overwrites an earlier reported file)."""
+    import shutil
+
+    path = Path(path)
+    stage = json.loads(path.read_text(encoding="utf-8"))["stage"]
+    dest_dir = Path(reported_root or REPO_ROOT / "results" / "reported") / stage
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / path.name
+    if dest.exists():
+        raise FileExistsError(f"{dest} already exists")
+    shutil.copy2(path, dest)
+    os.chmod(dest, 0o644)
+    return dest
+
+
 def parse_result_lines(text: str) -> list[dict]:
     """Every ``RESULT {...}`` line in a process's output."""
     return [json.loads(line[len("RESULT "):]) for line in text.splitlines() if line.startswith("RESULT {")]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux/macOS)."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
