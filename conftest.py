@@ -7,3 +7,19 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("MY_LLM_RESULTS", tempfile.mkdtemp(prefix="my_llm_results_"))
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (``CI`` and ``MY_LLM_DATA`` set) a test may not skip for want of data: such a skip is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and os.environ.get("CI") and os.environ.get("MY_LLM_DATA")):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if "data" in reason.lower():
+        report.outcome = "failed"
+        report.longrepr = f"skipped for want of data although MY_LLM_DATA is set in CI: {reason}"

@@ -16,8 +16,6 @@ command that reproduces the run on any machine without a clock: ``--max_steps S 
 """
 from __future__ import annotations
 
-import math
-
 CALIBRATION_STEPS = 20
 MARGIN = 0.97  # plan for 97% of the time left: the estimate is a mean, some steps are slower
 LENGTH_DEPENDENT = ("cosine", "linear")  # schedules whose very first steps depend on the total length
@@ -87,7 +85,8 @@ class Budget:
 
     def needs_calibration(self, step: int) -> bool:
         """True at the step where the plan is about to be made (a stage may time an evaluation then)."""
-        return bool(self.max_minutes) and self.planned is None and not self.schedule_steps and step == CALIBRATION_STEPS - 1
+        return (bool(self.max_minutes) and self.planned is None and not self.schedule_steps
+                and step == CALIBRATION_STEPS - 1)
 
     # ----- stopping ----------------------------------------------------------------------
     def stop_reason(self, step: int, elapsed_s: float) -> str | None:
@@ -126,6 +125,3 @@ def reproduce_argv(argv: list[str], steps_done: int, schedule_steps: int, max_mi
             out.append(w)
     return out + (["--max_steps", str(steps_done), "--schedule_steps", str(schedule_steps)] if max_minutes else [])
 
-
-def fraction_done(step: int, total: int) -> float:
-    return min(1.0, step / max(1, total)) if total else math.nan

@@ -145,7 +145,8 @@ def save_vocab_pickle(path: str | Path, obj) -> Path:
     path = Path(path)
     atomic_write(path, lambda f: pickle.dump(obj, f, protocol=4))
     if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
-        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(obj, ensure_ascii=False, indent=1).encode()))
+        text = json.dumps(obj, ensure_ascii=False, indent=1).encode()
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(text))
     return path
 
 

@@ -22,7 +22,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text, default = action.help or "", action.default
-        if "(default" in text or "%(default)" in text or default is argparse.SUPPRESS or default is None or default is False \
+        if "(default" in text or "%(default)" in text or default is argparse.SUPPRESS or default is None \
+                or default is False \
                 or (isinstance(default, (str, list, tuple)) and not default):  # `in (False, "")` would hide 0
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"

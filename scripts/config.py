@@ -66,7 +66,8 @@ def config_from_dict(cls, data: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise UserError(f"config has unknown keys {sorted(unknown)} for {cls.__name__} (checkpoint from another version?)")
+        raise UserError(f"config has unknown keys {sorted(unknown)} for {cls.__name__} "
+                        f"(checkpoint from another version?)")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -105,7 +106,8 @@ def resume_config(saved: dict, current: dict, explicit: set[str], source, may_ch
     def norm(v):
         return list(v) if isinstance(v, tuple) else v
 
-    clash = [k for k in sorted(explicit) if k in saved and k not in may_change and norm(saved[k]) != norm(current.get(k))]
+    clash = [k for k in sorted(explicit)
+             if k in saved and k not in may_change and norm(saved[k]) != norm(current.get(k))]
     if clash:
         shown = ", ".join(f"--{k} {current.get(k)!r} (saved {saved[k]!r})" for k in clash)
         raise UserError(f"--resume: {shown} would change the model, data or tokenizer of {source}; "

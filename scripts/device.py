@@ -23,7 +23,8 @@ def add_device_args(parser: argparse.ArgumentParser, dtype: bool = True) -> None
                         help="where to run; auto = cuda, then mps, then cpu (default: %(default)s)")
     if dtype:
         parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                            help="autocast precision (no-op where the device does not support it) (default: %(default)s)")
+                            help="autocast precision (no-op where the device does not support it) "
+                                 "(default: %(default)s)")
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -53,11 +53,13 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     rows = []
     for run in runs:
         if run["returncode"] != 0 or not run["results"]:
-            rows.append({"stage": run["stage"], "task": "—", "dataset": "—", "metric": "FAILED" if run["returncode"] else "no RESULT line",
+            metric = "FAILED" if run["returncode"] else "no RESULT line"
+            rows.append({"stage": run["stage"], "task": "—", "dataset": "—", "metric": metric,
                          "value": None, "wall_s": round(run["wall_s"], 1)})
         for rec in run["results"]:
             name, value = primary(rec)
-            row = {"stage": run["stage"], "task": rec.get("model") or rec["task"], "dataset": f"{rec['dataset']}/{rec['split']}",
+            row = {"stage": run["stage"], "task": rec.get("model") or rec["task"],
+                   "dataset": f"{rec['dataset']}/{rec['split']}",
                    "metric": name, "value": value, "wall_s": round(run["wall_s"], 1)}
             if row not in rows:  # e.g. train.py and evaluate.py reporting the same split: one row
                 rows.append(row)
@@ -98,7 +100,8 @@ def main(argv=None) -> int:
     table = to_markdown(rows)
     out_dir = args.out_dir or results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "quickstart_summary.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    summary = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
+    (out_dir / "quickstart_summary.json").write_text(summary, encoding="utf-8")
     (out_dir / "quickstart_summary.md").write_text(table, encoding="utf-8")
     print("\nQuick start summary\n" + table + f"(written to {out_dir / 'quickstart_summary.md'})")
     failed = [r["stage"] for r in runs if r["returncode"] != 0 or not r["results"]]

@@ -14,17 +14,24 @@ import pytest
 import torch
 
 from scripts import REPO_ROOT
-from scripts.checkpoint import (CheckpointError, load_checkpoint, load_vocab_pickle, save_checkpoint,
-                                save_vocab_pickle, unwrap_model, vocab_fingerprint)
+from scripts.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_vocab_pickle,
+    save_checkpoint,
+    save_vocab_pickle,
+    unwrap_model,
+    vocab_fingerprint,
+)
 from scripts.cli import UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args
-from scripts.data import DataNotFoundError, HubSource, find_dataset, open_text, sha256_files
+from scripts.data import DataNotFoundError, find_dataset, open_text, sha256_files
 from scripts.device import autocast, pick_device
 from scripts.log import RunLogger, format_line, read_metrics
 from scripts.results import current_command, make_result, parse_result_lines, write_result
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
 
-SHARED = REPO_ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("MY_LLM_DATA") or REPO_ROOT.parent / "shared" / "data")  # CI sets MY_LLM_DATA
 
 
 # ----- seeding -------------------------------------------------------------------------------
@@ -57,7 +64,8 @@ def test_rng_state_round_trip_through_checkpoint(tmp_path):
 class Toy(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 1))
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+                                       torch.nn.Linear(16, 1))
 
     def forward(self, x):
         return self.net(x)
@@ -239,7 +247,8 @@ def test_missing_data_offline_fails_fast_with_guidance(tmp_path, monkeypatch):
 
 
 def test_missing_data_cli_is_one_line_and_fast(tmp_path):
-    code = "from scripts.cli import run_cli\nfrom scripts.data import find_dataset\nrun_cli(lambda a: find_dataset('imdb', ['x.gz']))"
+    code = ("from scripts.cli import run_cli\nfrom scripts.data import find_dataset\n"
+            "run_cli(lambda a: find_dataset('imdb', ['x.gz']))")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("MY_LLM_DATA", None)
     t0 = time.perf_counter()
@@ -254,7 +263,7 @@ def test_unknown_dataset():
         find_dataset("mnist", ["x"])
 
 
-@pytest.mark.skipif(not (SHARED / "tinyshakespeare").is_dir(), reason="../shared/data not present")
+@pytest.mark.skipif(not (SHARED / "tinyshakespeare").is_dir(), reason="full data not present (set MY_LLM_DATA)")
 def test_checksum_of_real_file_matches_readme():
     readme = (SHARED / "tinyshakespeare" / "README.md").read_text()
     digest = sha256_files([SHARED / "tinyshakespeare" / "input.txt"])
