@@ -1,0 +1,346 @@
+"""The encoder-decoder Transformer (Vaswani et al. 2017, §3, Figure 1) and its decoding.
+
+Read in this order: :class:`TransformerConfig` -> :class:`Encoder` / :class:`Decoder` (stacks of the layers in
+layers.py) -> :class:`Transformer` (embeddings, the training contract, incremental decoding, greedy and beam search).
+
+* One embedding matrix is shared by source and target (a joint subword vocabulary) and, with ``tie_embeddings``,
+  by the pre-softmax projection too (§3.4); embeddings are multiplied by sqrt(d_model) before the positional
+  encoding is added, then dropout (§5.4).
+* ``impl="scratch"``: our layers. ``impl="torch"``: the same model with ``nn.Transformer`` (assembled from
+  ``nn.TransformerEncoder(Layer)``/``nn.TransformerDecoder(Layer)``) in the middle; embeddings, positional
+  encoding and output projection are shared code, so :func:`stage4_transformer.models.convert.copy_weights`
+  makes the two compute the same function. ``nn.MultiheadAttention`` always stores a fused in_proj and picks
+  its own attention kernel, so ``fused_qkv``/``attn_impl`` only act on the scratch implementation; the torch
+  decoder has no key/value cache, so its decoding always recomputes the prefix.
+* The contract of stage 3: ``forward(src, src_mask, tgt_in, tgt_out=None) -> (logits, loss)``.
+  ``src_mask`` is the (B, S) boolean keep mask of real source tokens (None: ``src != pad_id``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scripts.cli import UserError
+from stage4_transformer.models.attention import ATTN_IMPLS, causal_mask, padding_mask
+from stage4_transformer.models.layers import (
+    DecoderLayer,
+    EncoderLayer,
+    LayerNorm,
+    init_xavier,
+    positional_encoding,
+    scaled_embedding,
+)
+
+POS_KINDS = ("sinusoidal", "learned")
+IMPLS = ("scratch", "torch")
+MIN_VOCAB = 16  # special tokens plus a handful of symbols; anything smaller cannot be a real vocabulary
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int = field(default=8000, metadata={"help": "size of the joint source/target subword vocabulary"})
+    d_model: int = field(default=256, metadata={"help": "model width C (embeddings, every sub-layer's output)"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads h (d_model must be divisible by it)"})
+    enc_layers: int = field(default=3, metadata={"help": "encoder layers N"})
+    dec_layers: int = field(default=3, metadata={"help": "decoder layers N"})
+    d_ff: int = field(default=1024, metadata={"help": "inner size of the position-wise feed-forward network"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout P_drop (residual, attention weights, FFN)"})
+    max_len: int = field(default=256, metadata={"help": "longest sequence (tokens) the positional table covers"})
+    norm_first: bool = field(default=False, metadata={"help": "pre-LN (LayerNorm before each sub-layer); "
+                                                      "--no-norm_first is the paper's post-LN"})
+    tie_embeddings: bool = field(default=True, metadata={"help": "output projection shares the embedding matrix"})
+    pos: str = field(default="sinusoidal", metadata={"choices": list(POS_KINDS), "help": "positional encoding"})
+    impl: str = field(default="scratch", metadata={"choices": list(IMPLS),
+                                                   "help": "our layers, or nn.Transformer with the same weights"})
+    attn_impl: str = field(default="manual", metadata={"choices": list(ATTN_IMPLS),
+                                                       "help": "attention kernel of the scratch implementation"})
+    fused_qkv: bool = field(default=False, metadata={"help": "one 3C x C projection for Q, K, V (scratch impl)"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing epsilon of the training loss"})
+    pad_id: int = field(default=0, metadata={"help": "id of <pad> (ignored by the loss and masked in attention)"})
+    bos_id: int = field(default=1, metadata={"help": "id of <bos> (first decoder input)"})
+    eos_id: int = field(default=2, metadata={"help": "id of <eos> (ends a hypothesis)"})
+
+    def __post_init__(self):
+        validate(self, layers=("enc_layers", "dec_layers"), special=("pad_id", "bos_id", "eos_id"))
+
+
+def validate(cfg, layers: tuple, special: tuple) -> None:
+    """Impossible configurations -> one-line :class:`UserError` (also raised when a checkpoint's config is loaded)."""
+    def fail(msg):
+        raise UserError(f"impossible model config: {msg}")
+
+    for name in ("d_model", "n_heads", "d_ff", "max_len", *layers):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            fail(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+    if cfg.d_model % cfg.n_heads:
+        fail(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads} (each head gets d_model/n_heads)")
+    if not 0.0 <= cfg.dropout < 1.0:
+        fail(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        fail(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    ids = [getattr(cfg, s) for s in special]
+    if cfg.vocab_size < MIN_VOCAB or cfg.vocab_size <= max(ids):
+        fail(f"vocab_size={cfg.vocab_size} is too small (at least {max(MIN_VOCAB, max(ids) + 1)})")
+    if min(ids) < 0 or len(set(ids)) != len(ids):
+        fail(f"special token ids {dict(zip(special, ids))} must be distinct and non-negative")
+    for name, allowed in (("pos", POS_KINDS), ("impl", IMPLS), ("attn_impl", ATTN_IMPLS)):
+        if getattr(cfg, name) not in allowed:
+            fail(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+
+
+# ----- the two stacks (scratch implementation) -------------------------------------------------------
+
+class Encoder(nn.Module):
+    """N encoder layers (§3.1); pre-LN stacks end with a final LayerNorm (their layers never normalise the output)."""
+
+    def __init__(self, d_model, n_heads, d_ff, n_layers, dropout, norm_first, fused_qkv, attn_impl):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, norm_first, fused_qkv, attn_impl)
+                                    for _ in range(n_layers))
+        self.norm = LayerNorm(d_model) if norm_first else None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, mask)  # (B, S, C)
+        return x if self.norm is None else self.norm(x)  # (B, S, C)
+
+
+class Decoder(nn.Module):
+    """N decoder layers (§3.1); ``cache`` is a list with one dict per layer (incremental decoding)."""
+
+    def __init__(self, d_model, n_heads, d_ff, n_layers, dropout, norm_first, fused_qkv, attn_impl):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, d_ff, dropout, norm_first, fused_qkv, attn_impl)
+                                    for _ in range(n_layers))
+        self.norm = LayerNorm(d_model) if norm_first else None
+
+    def forward(self, x, memory, self_mask=None, mem_mask=None, cache: list | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, memory, self_mask, mem_mask, None if cache is None else cache[i])  # (B, T, C)
+        return x if self.norm is None else self.norm(x)  # (B, T, C)
+
+
+def torch_encoder(d_model, n_heads, d_ff, n_layers, dropout, norm_first) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, batch_first=True, norm_first=norm_first)
+    return nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(d_model) if norm_first else None,
+                                 enable_nested_tensor=False)
+
+
+def torch_decoder(d_model, n_heads, d_ff, n_layers, dropout, norm_first) -> nn.TransformerDecoder:
+    layer = nn.TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, batch_first=True, norm_first=norm_first)
+    return nn.TransformerDecoder(layer, n_layers, norm=nn.LayerNorm(d_model) if norm_first else None)
+
+
+# ----- the model ------------------------------------------------------------------------------------------
+
+class Transformer(nn.Module):
+    """Encoder-decoder for translation: ``forward(src, src_mask, tgt_in, tgt_out=None) -> (logits, loss)``."""
+
+    # how copy_weights renames our stacks to the torch implementation's (see convert.py)
+    TORCH_PREFIXES = {"encoder.": "core.encoder.", "decoder.": "core.decoder."}
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.d_model
+        self.embed = nn.Embedding(cfg.vocab_size, C)  # shared by source and target (joint vocabulary)
+        self.pos = positional_encoding(cfg.pos, cfg.max_len, C)
+        self.drop = nn.Dropout(cfg.dropout)
+        stack = (C, cfg.n_heads, cfg.d_ff)
+        if cfg.impl == "scratch":
+            extra = (cfg.dropout, cfg.norm_first, cfg.fused_qkv, cfg.attn_impl)
+            self.encoder = Encoder(*stack, cfg.enc_layers, *extra)
+            self.decoder = Decoder(*stack, cfg.dec_layers, *extra)
+        else:
+            self.core = nn.Transformer(C, cfg.n_heads, cfg.enc_layers, cfg.dec_layers, cfg.d_ff, cfg.dropout,
+                                       custom_encoder=torch_encoder(*stack, cfg.enc_layers, cfg.dropout,
+                                                                    cfg.norm_first),
+                                       custom_decoder=torch_decoder(*stack, cfg.dec_layers, cfg.dropout,
+                                                                    cfg.norm_first),
+                                       batch_first=True, norm_first=cfg.norm_first)
+        self.out = nn.Linear(C, cfg.vocab_size, bias=False)  # pre-softmax projection
+        init_xavier(self, skip=(self.embed, self.pos))
+        nn.init.normal_(self.embed.weight, std=C ** -0.5)  # times sqrt(C) -> unit-variance inputs
+        if cfg.tie_embeddings:
+            self.out.weight = self.embed.weight  # one (V, C) tensor, two uses (§3.4)
+
+    # ----- shared pieces -------------------------------------------------------------------------------
+
+    def embed_tokens(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """ids (B, T) at positions offset.. -> Dropout(sqrt(C) * E[ids] + PE) (B, T, C)."""
+        x = scaled_embedding(self.embed, ids) + self.pos(ids.size(1), offset)  # (B, T, C)
+        return self.drop(x)  # (B, T, C)
+
+    def src_keep(self, src: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
+        return (src != self.cfg.pad_id) if src_mask is None else src_mask.bool()  # (B, S) True = real token
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """src (B, S) ids -> memory (B, S, C)."""
+        keep = self.src_keep(src, src_mask)  # (B, S)
+        x = self.embed_tokens(src)  # (B, S, C)
+        if self.cfg.impl == "torch":
+            return self.core.encoder(x, src_key_padding_mask=~keep)  # (B, S, C) torch: True = blocked
+        return self.encoder(x, padding_mask(keep))  # (B, S, C)
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced decoder over the whole target prefix: tgt_in (B, T), memory (B, S, C),
+        src_mask (B, S) keep -> logits (B, T, V). Position t sees tgt_in[:, :t+1] only (causal mask)."""
+        T = tgt_in.size(1)
+        tgt_keep = tgt_in != self.cfg.pad_id  # (B, T)
+        x = self.embed_tokens(tgt_in)  # (B, T, C)
+        if self.cfg.impl == "torch":
+            h = self.core.decoder(x, memory, tgt_mask=~causal_mask(T, x.device)[0, 0],  # (T, T) True = blocked
+                                  tgt_key_padding_mask=~tgt_keep, memory_key_padding_mask=~src_mask)  # (B, T, C)
+        else:
+            self_mask = causal_mask(T, x.device) & padding_mask(tgt_keep)  # (B, 1, T, T)
+            h = self.decoder(x, memory, self_mask, padding_mask(src_mask))  # (B, T, C)
+        return self.out(h)  # (B, T, V)
+
+    # ----- the training contract -------------------------------------------------------------------------
+
+    def forward(self, src, src_mask, tgt_in, tgt_out=None):
+        """src (B, S), src_mask (B, S) keep or None, tgt_in (B, T) = <bos> y_1..y_{T-1}, tgt_out (B, T) = y_1..<eos>.
+
+        Returns ``(logits (B, T, V), loss)``; loss = label-smoothed cross-entropy (§5.4) averaged over the
+        non-padding target tokens, or None without ``tgt_out``.
+        """
+        keep = self.src_keep(src, src_mask)  # (B, S)
+        logits = self.decode(tgt_in, self.encode(src, keep), keep)  # (B, T, V)
+        loss = None
+        if tgt_out is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1),
+                                   ignore_index=self.cfg.pad_id, label_smoothing=self.cfg.label_smoothing)
+        return logits, loss
+
+    # ----- incremental decoding ----------------------------------------------------------------------------
+
+    def new_cache(self) -> dict:
+        """An empty cache: the next position to decode and one dict of keys/values per decoder layer."""
+        return {"pos": 0, "layers": [{} for _ in range(self.cfg.dec_layers)]}
+
+    def decode_step(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: dict) -> torch.Tensor:
+        """One decoder position: y (B,) the newest token -> next-token logits (B, V); ``cache`` is updated in place.
+
+        Costs O(t) attention per layer instead of re-running the whole prefix (O(t^2)); cross-attention keys and
+        values of ``memory`` are computed on the first step only. Scratch implementation only.
+        """
+        if self.cfg.impl != "scratch":
+            raise ValueError("decode_step needs impl='scratch' (nn.TransformerDecoder has no key/value cache)")
+        x = self.embed_tokens(y[:, None], offset=cache["pos"])  # (B, 1, C)
+        h = self.decoder(x, memory, None, padding_mask(src_mask), cache["layers"])  # (B, 1, C)
+        cache["pos"] += 1
+        return self.out(h[:, 0])  # (B, V)
+
+    @staticmethod
+    def reorder_cache(cache: dict, rows: torch.Tensor) -> None:
+        """Beam search: row r of the cache becomes old row ``rows[r]`` (self-attention keys/values only: rows
+        always stay within their own sentence, whose cross-attention keys/values are the same for every beam)."""
+        for c in cache["layers"]:
+            c["self_k"], c["self_v"] = c["self_k"][rows], c["self_v"][rows]  # (B*k, h, t, d_k)
+
+    def _next_log_probs(self, hist, memory, src_mask, cache):
+        """log p(next | hist) (N, V): from the cache (one step), or recomputing the whole prefix ``hist`` (N, t).
+        <pad> and <bos> are never generated (they are not outputs of a translation)."""
+        if cache is not None:
+            logits = self.decode_step(hist[:, -1], memory, src_mask, cache)  # (N, V)
+        else:
+            logits = self.decode(hist, memory, src_mask)[:, -1]  # (N, V)
+        logits = logits.index_fill(-1, torch.tensor([self.cfg.pad_id, self.cfg.bos_id], device=logits.device),
+                                   float("-inf"))  # (N, V)
+        return F.log_softmax(logits, dim=-1)  # (N, V)
+
+    def _max_out(self, src_mask, max_len):
+        """Output length cap: default 2 * longest source + 10, never beyond the positional table."""
+        default = min(int(src_mask.sum(1).max()) * 2 + 10, self.cfg.max_len)
+        return default if max_len is None else max_len
+
+    def _finish(self, ids: list, score: float) -> dict:
+        n = ids.index(self.cfg.eos_id) if self.cfg.eos_id in ids else len(ids)
+        return {"ids": ids[:n], "score": score}  # ids without <bos>/<eos>
+
+    @torch.no_grad()
+    def greedy_decode(self, src, src_mask=None, max_len: int | None = None, use_cache: bool = True) -> list[dict]:
+        """Batched greedy search: one ``{"ids": [...], "score": sum log p}`` per sentence."""
+        keep = self.src_keep(src, src_mask)  # (B, S)
+        memory = self.encode(src, keep)  # (B, S, C)
+        B, dev = src.size(0), src.device
+        cache = self.new_cache() if use_cache and self.cfg.impl == "scratch" else None
+        hist = torch.full((B, 1), self.cfg.bos_id, dtype=torch.long, device=dev)  # (B, 1)
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        score = torch.zeros(B, dtype=torch.float64, device=dev)
+        for _ in range(self._max_out(keep, max_len)):
+            lp, y = self._next_log_probs(hist, memory, keep, cache).max(-1)  # (B,), (B,)
+            y = y.masked_fill(done, self.cfg.pad_id)  # finished sentences emit <pad>
+            score += lp.masked_fill(done, 0.0).double()
+            hist = torch.cat([hist, y[:, None]], dim=1)  # (B, t+1)
+            done |= y == self.cfg.eos_id
+            if done.all():
+                break
+        return [self._finish(hist[b, 1:].tolist(), float(score[b])) for b in range(B)]
+
+    @torch.no_grad()
+    def beam_search(self, src, src_mask=None, beam_size: int = 5, max_len: int | None = None,
+                    len_alpha: float = 1.0, use_cache: bool = True) -> list[dict]:
+        """Batched beam search, k = ``beam_size`` hypotheses per sentence in one (B*k) batch.
+
+        Ranking uses the length-normalised score ``sum log p / len^len_alpha`` (len counts <eos>; 0 = raw sum).
+        A hypothesis that produced <eos> stays in the beam with a frozen score and length (it can only be extended
+        by <pad>, at no cost), competing with the live ones; the search ends when every beam has finished or after
+        ``max_len`` tokens. Returns the best hypothesis per sentence: ``{"ids": [...], "score": sum log p}``.
+        """
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        k, cfg = beam_size, self.cfg
+        keep = self.src_keep(src, src_mask)  # (B, S)
+        B, dev = src.size(0), src.device
+        memory = self.encode(src, keep).repeat_interleave(k, dim=0)  # (B*k, S, C) rows b*k..b*k+k-1 = sentence b
+        keep = keep.repeat_interleave(k, dim=0)  # (B*k, S)
+        cache = self.new_cache() if use_cache and cfg.impl == "scratch" else None
+        hist = torch.full((B * k, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (B*k, 1)
+        scores = torch.full((B, k), float("-inf"), dtype=torch.float64, device=dev)  # (B, k) sum log p
+        scores[:, 0] = 0.0  # one live hypothesis at the start, not k copies of it
+        lengths = torch.zeros(B * k, dtype=torch.float64, device=dev)  # (B*k,)
+        finished = torch.zeros(B * k, dtype=torch.bool, device=dev)  # (B*k,)
+        base = torch.arange(B, device=dev)[:, None] * k  # (B, 1) first row of each sentence
+        for _ in range(self._max_out(keep, max_len)):
+            logp = self._next_log_probs(hist, memory, keep, cache).double()  # (B*k, V)
+            V = logp.size(-1)
+            ended = torch.full_like(logp, float("-inf"))  # (B*k, V)
+            ended[:, cfg.pad_id] = 0.0
+            logp = torch.where(finished[:, None], ended, logp)  # finished rows: only <pad>, free
+            cand = scores.view(-1, 1) + logp  # (B*k, V) candidate sums
+            cand_len = lengths + (~finished).double()  # (B*k,) length after this step
+            norm = cand / cand_len.clamp(min=1).pow(len_alpha)[:, None]  # (B*k, V) normalised
+            _, idx = norm.view(B, k * V).topk(k, dim=-1)  # (B, k) best candidates of each sentence
+            beam, y = idx // V, idx % V  # (B, k) parent beam, new token
+            rows = (base + beam).view(-1)  # (B*k,) parent rows
+            scores = cand.view(B, k * V).gather(1, idx)  # (B, k)
+            lengths, finished = cand_len[rows], finished[rows]  # (B*k,)
+            hist = torch.cat([hist[rows], y.view(-1, 1)], dim=1)  # (B*k, t+1)
+            if cache is not None:
+                self.reorder_cache(cache, rows)
+            finished = finished | (y.view(-1) == cfg.eos_id)
+            if finished.all():
+                break
+        final = scores.view(-1) / lengths.clamp(min=1).pow(len_alpha)  # (B*k,)
+        best = (final.view(B, k).argmax(-1) + base[:, 0]).tolist()  # (B,) best row of each sentence
+        return [self._finish(hist[r, 1:].tolist(), float(scores.view(-1)[r])) for r in best]
+
+    def translate(self, src, src_mask=None, beam_size: int = 1, max_len: int | None = None,
+                  len_alpha: float = 1.0, use_cache: bool = True) -> list[dict]:
+        """Greedy (``beam_size=1``) or beam search, in eval mode (dropout off), restoring the mode after."""
+        was_training = self.training
+        self.eval()
+        try:
+            if beam_size <= 1:
+                return self.greedy_decode(src, src_mask, max_len, use_cache)
+            return self.beam_search(src, src_mask, beam_size, max_len, len_alpha, use_cache)
+        finally:
+            self.train(was_training)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
