@@ -1,7 +1,8 @@
-"""Build the README/docs result tables and the comparison plot from committed result files.
+"""Build the README/docs result tables, the comparison plot and training curves from committed result files.
 
     python scripts/report.py            # rewrite every marked block + docs/figures/results.png
     python scripts/report.py --check    # exit 1 if any block is out of date (used by the tests)
+    python scripts/report.py --curves RESULT.json [RESULT.json ...] --out FIG.png   # training curves
 
 Numbers in README.md, docs/*.md and stage*/README.md live only between markers::
 
@@ -9,8 +10,12 @@ Numbers in README.md, docs/*.md and stage*/README.md live only between markers::
     ...generated...
     <!-- END RESULTS -->
 
-and come only from ``results/reported/**/*.json`` (written by each stage's ``write_result``),
-each row with its hardware, command, seed and data checksum.
+and come only from ``results/reported/<stage>/*.json`` (written by each stage's ``write_result``),
+each row with its hardware, command, seed and data checksum. The expected run time and peak
+memory of the README's commands live between ``<!-- BEGIN COMMANDS stage=... -->`` and
+``<!-- END COMMANDS -->`` and come only from ``results/reported/commands/*.json``
+(written by ``scripts/measure_commands.py``). ``--curves`` plots the ``history`` field of train
+result files: validation metric and train loss against the step (or the epoch, for older files).
 """
 from __future__ import annotations
 
@@ -26,17 +31,24 @@ if __package__ in (None, ""):  # `python scripts/report.py`
 from scripts import REPO_ROOT
 
 BLOCK = re.compile(r"(<!-- BEGIN RESULTS stage=(?P<stage>[\w]+) -->\n)(?P<body>.*?)(<!-- END RESULTS -->)", re.S)
+COMMANDS_BLOCK = re.compile(r"(<!-- BEGIN COMMANDS stage=(?P<stage>[\w]+) -->\n)(?P<body>.*?)(<!-- END COMMANDS -->)",
+                            re.S)
+COMMANDS_DIR = "commands"  # results/reported/commands/: measurements of the README's commands, not results
 PERCENT = {"accuracy", "macro_f1", "f1", "precision", "recall"}
 STAGE_NAMES = {
-    "stage1_mlp": "阶段1 MLP", "stage2_rnn_lstm": "阶段2 RNN/LSTM", "stage3_attention_seq2seq": "阶段3 Seq2Seq+Attention",
+    "stage1_mlp": "阶段1 MLP", "stage2_rnn_lstm": "阶段2 RNN/LSTM",
+    "stage3_attention_seq2seq": "阶段3 Seq2Seq+Attention",
     "stage4_transformer": "阶段4 Transformer", "stage5_gpt": "阶段5 GPT",
 }
 
 
 def load_results(root: Path) -> list[dict]:
-    """Every reported result file, sorted by stage then file name."""
+    """Every reported result file (not the command measurements), sorted by stage then file name."""
     rows = []
-    for path in sorted((root / "results" / "reported").rglob("*.json")):
+    reported = root / "results" / "reported"
+    for path in sorted(reported.rglob("*.json")):
+        if path.relative_to(reported).parts[0] == COMMANDS_DIR:
+            continue
         rec = json.loads(path.read_text(encoding="utf-8"))
         rec["_file"] = path.relative_to(root).as_posix()
         rows.append(rec)
@@ -81,15 +93,16 @@ def render(stage: str, results: list[dict]) -> str:
         metric = f"**{name} {fmt_metric(name, value)}**" + ("<br>" + "<br>".join(others) if others else "")
         split = r["split"] + (f"（{r['protocol']}）" if r.get("protocol") else "")
         task = r["task"] + (f"：{r['model']}" if r.get("model") else "")
-        out.append(f"| {i} | {STAGE_NAMES.get(r['stage'], r['stage'])} | {task} | {r['dataset']} / {split} | {metric} | "
-                   f"{fmt_params(r.get('params'))} | {fmt_time(r.get('train_wall_s'))} | {r['device']} |")
+        out.append(f"| {i} | {STAGE_NAMES.get(r['stage'], r['stage'])} | {task} | {r['dataset']} / {split} | "
+                   f"{metric} | {fmt_params(r.get('params'))} | {fmt_time(r.get('train_wall_s'))} | {r['device']} |")
     out.append("")
     out.append("复现方式（命令、随机种子、数据校验和、代码版本、结果文件）：")
     out.append("")
     for i, r in enumerate(rows, 1):
         sha = (r.get("data_sha256") or "—")[:12]
-        out.append(f"{i}. `{r['command']}` · seed {r['seed']} · data sha256 `{sha}…` · commit `{r.get('git_commit')}` · "
-                   f"torch {r['torch']} · [{Path(r['_file']).name}]({'/' + r['_file']})")
+        out.append(f"{i}. `{r['command']}` · seed {r['seed']} · data sha256 `{sha}…` · "
+                   f"commit `{r.get('git_commit')}` · torch {r['torch']} · "
+                   f"[{Path(r['_file']).name}]({'/' + r['_file']})")
     return "\n".join(out) + "\n"
 
 
@@ -98,8 +111,64 @@ def markdown_files(root: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def update_text(text: str, results: list[dict]) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + render(m.group("stage"), results) + m.group(4), text)
+def load_measurements(root: Path) -> list[dict]:
+    """The newest measurement of each README command (``results/reported/commands/*.json``)."""
+    newest: dict[str, dict] = {}
+    for path in sorted((root / "results" / "reported" / COMMANDS_DIR).glob("*.json")):
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        rec["_file"] = path.relative_to(root).as_posix()
+        if rec["key"] not in newest or rec["timestamp"] > newest[rec["key"]]["timestamp"]:
+            newest[rec["key"]] = rec
+    return sorted(newest.values(), key=lambda r: (r["stage"], r["key"]))
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} 秒"
+    return f"{seconds / 60:.0f} 分钟" if seconds < 7200 else f"{seconds / 3600:.1f} 小时"
+
+
+def fmt_memory(mib: float) -> str:
+    return f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
+
+
+def render_commands(stage: str, measurements: list[dict]) -> str:
+    """The run time and peak memory of a stage's README commands, from their measurement files."""
+    rows = [m for m in measurements if m["stage"] == stage]
+    if not rows:
+        return ("| 命令 | 用时 | 峰值内存 |\n|---|---|---|\n| 尚未测量（运行 `python scripts/measure_commands.py`，"
+                "再运行 `python scripts/report.py`） | — | — |\n")
+    out = ["| 命令 | 用时 | 峰值内存 | 怎么得到的 |", "|---|---|---|---|"]
+    for m in rows:
+        est, meas = m["estimate"], m["measured"]
+        command = m["command"].split(" && ", 1)[-1]
+        if "steps_per_epoch" in est:
+            how = (f"实测 {meas['steps']} 步后推算：准备 {meas['setup_s']:.0f} 秒 + {est['epochs']} 个 epoch × "
+                   f"{est['steps_per_epoch']:,} 步 × {1000 * meas['s_per_step']:.0f} 毫秒"
+                   + ("（受时间预算限制）" if est.get("capped_by_time_budget") else "")
+                   + f" + {est['evaluations']} 次验证 × {est['s_per_eval']:.1f} 秒 + 收尾 {meas['end_s']:.0f} 秒")
+            if est.get("early_stopping_patience"):
+                how += f"；早停（`--patience {est['early_stopping_patience']:g}`）可能让它更早结束"
+            when = f"约 {fmt_duration(est['wall_s'])}（估计）"
+        else:
+            how = "完整运行一次实测（用上一行训练命令的短训练 checkpoint）"
+            if m.get("note"):
+                how += "；解码用时随译文长度变化，充分训练的模型可能不同" if "decod" in m["note"] else f"；{m['note']}"
+            when = f"{fmt_duration(est['wall_s'])}（实测）"
+        out.append(f"| `{command}` | {when} | {fmt_memory(meas['peak_rss_mb'])} | {how} · "
+                   f"[{Path(m['_file']).name}]({'/' + m['_file']}) |")
+    first = rows[0]
+    out.append("")
+    out.append(f"测量环境：{first['device']} · torch {first['torch']} · commit `{first['git_commit']}` · "
+               f"{first['timestamp'][:10]} · 数据：{first['data']}；峰值内存是进程自身的最大常驻内存（ru_maxrss）。"
+               f"由 `python scripts/measure_commands.py` 生成。")
+    return "\n".join(out) + "\n"
+
+
+def update_text(text: str, results: list[dict], measurements: list[dict] | None = None) -> str:
+    text = BLOCK.sub(lambda m: m.group(1) + render(m.group("stage"), results) + m.group(4), text)
+    return COMMANDS_BLOCK.sub(lambda m: m.group(1) + render_commands(m.group("stage"), measurements or [])
+                              + m.group(4), text)
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
@@ -134,17 +203,95 @@ def plot(results: list[dict], path: Path) -> Path | None:
     return path
 
 
+def curve_series(rec: dict, metric: str | None = None) -> dict:
+    """What ``--curves`` plots from one result's ``history``: x (step, else epoch), a validation metric, train loss.
+
+    The validation metric is ``metric`` if given, else the result's ``primary_metric`` when the history has it,
+    else its first ``val_*`` field. Entries without a value are skipped.
+    """
+    hist = rec.get("history")
+    if not isinstance(hist, list) or not hist or not all(isinstance(h, dict) for h in hist):
+        raise ValueError("has no evaluation history (a 'history' list); only train result files have one")
+    x_name = next((k for k in ("step", "epoch") if all(isinstance(h.get(k), (int, float)) for h in hist)), None)
+    if x_name is None:
+        raise ValueError("history entries have neither 'step' nor 'epoch' in every entry")
+    numeric = [k for h in hist for k, v in h.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    val_keys = list(dict.fromkeys(k for k in numeric if k.startswith("val_")))
+    if metric is None:
+        metric = rec.get("primary_metric") if rec.get("primary_metric") in val_keys else next(iter(val_keys), None)
+    if metric is None or metric not in numeric:
+        raise ValueError(f"history has no validation metric {metric or 'val_*'} "
+                         f"(it has {', '.join(val_keys) or 'none'})")
+    train_key = next((k for k in ("train_loss", "loss") if k in numeric), None)
+    pick = [(h[x_name], h.get(metric)) for h in hist if isinstance(h.get(metric), (int, float))]
+    train = [(h[x_name], h[train_key]) for h in hist if train_key and isinstance(h.get(train_key), (int, float))]
+    return {"x_name": x_name, "metric": metric, "x": [a for a, _ in pick], "val": [b for _, b in pick],
+            "train_x": [a for a, _ in train], "train_loss": [b for _, b in train], "train_key": train_key}
+
+
+def plot_curves(paths: list[Path], out: Path, metric: str | None = None) -> Path:
+    """Validation metric (left) and train loss (right) against step/epoch for each result file."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = []
+    for path in paths:
+        try:
+            rec = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read a result file ({type(e).__name__})") from None
+        try:
+            series.append((f"{rec.get('model') or rec.get('task', '')} ({Path(path).stem})"[:60],
+                           curve_series(rec, metric)))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    x_names = {s["x_name"] for _, s in series}
+    x_label = x_names.pop() if len(x_names) == 1 else "step (epoch for files without steps)"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), squeeze=False)
+    left, right = axes[0]
+    for label, s in series:
+        left.plot(s["x"], s["val"], marker="o", markersize=3, label=label)
+        if s["train_loss"]:
+            right.plot(s["train_x"], s["train_loss"], label=label)
+    left.set_title(" / ".join(dict.fromkeys(s["metric"] for _, s in series)), fontsize=9)
+    right.set_title("train loss", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel(x_label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="only check that every block is up to date")
     p.add_argument("--root", type=Path, default=REPO_ROOT, help="repository root")
     p.add_argument("--no_plot", action="store_true", help="skip docs/figures/results.png")
+    p.add_argument("--curves", nargs="+", type=Path, metavar="RESULT.json",
+                   help="plot the evaluation history of these train result files (needs --out)")
+    p.add_argument("--out", type=Path, help="figure written by --curves (PNG)")
+    p.add_argument("--metric", help="validation metric for --curves (default: the primary one, else the first val_*)")
     args = p.parse_args(argv)
-    results = load_results(args.root)
+    if args.curves:
+        if args.out is None:
+            print("error: --curves needs --out FIG.png", file=sys.stderr)
+            return 2
+        try:
+            print(f"wrote {plot_curves(args.curves, args.out, args.metric)}")
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    results, measurements = load_results(args.root), load_measurements(args.root)
     stale = []
     for f in markdown_files(args.root):
         text = f.read_text(encoding="utf-8")
-        new = update_text(text, results)
+        new = update_text(text, results, measurements)
         if new != text:
             stale.append(f)
             if not args.check:
