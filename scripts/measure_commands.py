@@ -66,7 +66,8 @@ class Command:
 
 COMMANDS = (
     Command("stage1_imdb_train", "stage1_mlp", "python train.py --dataset imdb --epochs 30 --lr 0.001 --batch_size 64",
-            steps=150, train_count=r"train (\d[\d,]*) / val"),
+            steps=450, train_count=r"train (\d[\d,]*) / val",
+            note="more than one epoch, so the first end-of-epoch evaluation gives the steps per epoch"),
     Command("stage1_imdb_evaluate", "stage1_mlp", "python evaluate.py --model_path checkpoints/best_model.pt",
             kind="evaluate", uses="stage1_imdb_train"),
     Command("stage2_char_train", "stage2_rnn_lstm", "python train.py --model_type lstm --vocab_type char --epochs 15",
@@ -172,29 +173,45 @@ def newest_result(results_root: Path, stage: str) -> dict | None:
 
 
 def step_timing(rows: list[dict], start: float, end: float) -> dict:
-    """Seconds per step, set-up and evaluation time from the ``time`` of logged metrics rows."""
-    train = [r for r in rows if r.get("kind", "train") == "train" and isinstance(r.get("step"), int) and "time" in r]
-    evals = [r for r in rows if r.get("kind") == "eval" and isinstance(r.get("step"), int) and "time" in r]
+    """Seconds per step, set-up and evaluation time from the ``time`` of logged metrics rows.
+
+    A step's time comes only from pairs of consecutive training rows with no evaluation between them;
+    an evaluation's time is its row's time less the steps since the training row before it.
+    """
+    rows = sorted((r for r in rows if isinstance(r.get("step"), int) and "time" in r), key=lambda r: r["time"])
+    train = [r for r in rows if r.get("kind", "train") == "train"]
     if len(train) < 2 or train[-1]["step"] <= train[0]["step"]:
         raise RuntimeError(f"need at least two logged training steps to time a step, got {len(train)}")
-    first, last = train[0], train[-1]
-    s_per_step = (last["time"] - first["time"]) / (last["step"] - first["step"])
+    dt = ds = 0.0
+    for a, b in zip(rows, rows[1:]):
+        if a.get("kind", "train") == "train" and b.get("kind", "train") == "train" and b["step"] > a["step"]:
+            dt, ds = dt + b["time"] - a["time"], ds + b["step"] - a["step"]
+    if not ds:
+        raise RuntimeError("no two consecutive training rows without an evaluation between them")
+    s_per_step = dt / ds
+    first = train[0]
     setup_s = max(0.0, first["time"] - start - first["step"] * s_per_step)
-    eval_s = None
-    after = [e for e in evals if e["time"] >= last["time"]]
-    if after:
-        e = after[0]
-        eval_s = max(0.0, e["time"] - last["time"] - (e["step"] - last["step"]) * s_per_step)
-    return {"s_per_step": s_per_step, "setup_s": setup_s, "eval_s": eval_s, "timed_steps": last["step"] - first["step"],
-            "tail_s": max(0.0, end - (after[0]["time"] if after else last["time"]))}
+    evals = []
+    for i, r in enumerate(rows):
+        before = [t for t in rows[:i] if t.get("kind", "train") == "train"]
+        if r.get("kind") == "eval" and before:
+            a = before[-1]
+            evals.append((r["step"], max(0.0, r["time"] - a["time"] - (r["step"] - a["step"]) * s_per_step)))
+    return {"s_per_step": s_per_step, "setup_s": setup_s, "timed_steps": int(ds),
+            "eval_s": sum(e for _, e in evals) / len(evals) if evals else None,
+            "eval_steps": [st for st, _ in evals], "tail_s": max(0.0, end - rows[-1]["time"])}
 
 
 def steps_per_epoch(spec: Command, result: dict | None, output: str, argv: list[str],
-                    help_text: str) -> tuple[int, str]:
+                    help_text: str, timing: dict | None = None) -> tuple[int, str]:
     """Optimizer steps in one epoch of the full command, and where the number comes from."""
     for where in (result or {}, (result or {}).get("budget") or {}):
         if isinstance(where.get("steps_per_epoch"), (int, float)) and where["steps_per_epoch"] > 0:
             return int(where["steps_per_epoch"]), "the run's result file (steps_per_epoch)"
+    eval_every = setting(argv, help_text, "--eval_every", "--eval_interval") or 0
+    inner = [st for st in (timing or {}).get("eval_steps", []) if st < spec.steps]  # before the budget's end
+    if not eval_every and inner:
+        return inner[0], f"the run's first end-of-epoch evaluation (at step {inner[0]})"
     m = re.search(r"(\d[\d,]*) (?:optimizer )?steps(?: per |/)epoch", output)
     if m:
         return int(m.group(1).replace(",", "")), "the run's log (steps per epoch)"
@@ -329,7 +346,7 @@ def measure(spec: Command, root: Path, work: Path, done: dict, timeout: float = 
     if spec.kind == "train":
         rows = read_jsonl(run_dir / "metrics.jsonl")
         timing = step_timing(rows, run["start"], run["end"])
-        spe, source = steps_per_epoch(spec, result, run["output"], argv, help_text)
+        spe, source = steps_per_epoch(spec, result, run["output"], argv, help_text, timing)
         record["measured"].update({"steps": spec.steps, "timed_steps": timing["timed_steps"],
                                    "s_per_step": round(timing["s_per_step"], 4), "setup_s": round(timing["setup_s"], 1),
                                    "s_per_eval": None if timing["eval_s"] is None else round(timing["eval_s"], 2),

@@ -130,8 +130,9 @@ with open(Path(a.run_dir) / "metrics.jsonl", "w") as f:
         time.sleep(0.02)
         if step % a.log_every == 0:
             f.write(json.dumps({"kind": "train", "step": step, "time": time.time(), "loss": 1.0}) + "\\n")
-    time.sleep(0.2)  # "evaluation"
-    f.write(json.dumps({"kind": "eval", "step": a.max_steps, "time": time.time(), "val_loss": 1.0}) + "\\n")
+        if step % 10 == 0 or step == a.max_steps:  # an epoch is 10 steps (95 examples, batch 10)
+            time.sleep(0.15)  # "evaluation"
+            f.write(json.dumps({"kind": "eval", "step": step, "time": time.time(), "val_loss": 1.0}) + "\\n")
 Path(a.out_dir).mkdir(parents=True, exist_ok=True)
 (Path(a.out_dir) / "best_model.pt").write_bytes(b"x")
 res = Path(os.environ["MY_LLM_RESULTS"]) / "stage9_fake"
@@ -165,10 +166,15 @@ def test_measure_commands_times_a_bounded_run_and_report_renders_it(tmp_path, mo
     meas, est = rec["measured"], rec["estimate"]
     assert rec["added_flags"][:4] == ["--max_steps", "30", "--log_every", "3"]
     assert 0.018 <= meas["s_per_step"] <= 0.06, meas           # 20 ms of sleep per step
-    assert 0.2 <= meas["s_per_eval"] <= 0.6 and 0.25 <= meas["setup_s"] <= 1.5, meas
+    assert 0.14 <= meas["s_per_eval"] <= 0.45 and 0.25 <= meas["setup_s"] <= 1.5, meas
     assert meas["peak_rss_mb"] >= 80 and meas["result_peak_rss_mb"] == 81.0
     # 95 examples / batch 10 = 10 steps per epoch (from the log); --epochs 4 typed; eval at every epoch end
     assert (est["steps_per_epoch"], est["epochs"], est["total_steps"], est["evaluations"]) == (10, 4, 40, 4)
+    assert est["steps_per_epoch_source"] == "the run's first end-of-epoch evaluation (at step 10)"
+    # without an evaluation inside the run, the training-set size in the log gives ceil(95 / 10)
+    assert mc.steps_per_epoch(train, None, "data: train 95 / val 5", [], "--batch_size B (default: 10)") == (
+        10, "the run's log (95 training examples / batch 10, rounded up)")
+    assert mc.steps_per_epoch(train, {"steps_per_epoch": 7}, "", [], "")[0] == 7
     assert est["early_stopping_patience"] == 2 and "early stopping (--patience 2)" in est["note"]
     parts = meas["setup_s"] + 40 * meas["s_per_step"] + 4 * meas["s_per_eval"] + meas["end_s"]
     assert abs(est["wall_s"] - parts) < 0.2
