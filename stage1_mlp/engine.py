@@ -14,13 +14,14 @@ from scripts.checkpoint import load_checkpoint, save_checkpoint
 from scripts.cli import UserError
 from scripts.config import config_from_dict
 from scripts.data import sha256_files
+from scripts.device import autocast
 from scripts.results import make_result
 from stage1_mlp.config import TrainConfig
 from stage1_mlp.datasets.sources import TextData, load_for_training, stratified_split
 from stage1_mlp.datasets.text import tokenize
 from stage1_mlp.datasets.vectorizer import NgramVectorizer, SparseRows
-from stage1_mlp.models.mlp_numpy import NumpyMLP, softmax
-from stage1_mlp.models.mlp_torch import TorchMLP
+from stage1_mlp.models.mlp_numpy import AdamWNumpy, NumpyMLP, softmax, sparse_matmul
+from stage1_mlp.models.mlp_torch import MLPOptimizer, TorchMLP
 
 KIND = "stage1_mlp"
 CV_NOTE = ("5-fold stratified cross-validation inside the 7,600-row AG News TEST split (the train split is "
@@ -29,14 +30,18 @@ CV_NOTE = ("5-fold stratified cross-validation inside the 7,600-row AG News TEST
 
 # ----- data ----------------------------------------------------------------------------------
 def train_val_data(cfg: TrainConfig) -> tuple[TextData, TextData, TextData | None]:
-    """``(train, val, held_out)`` exactly as ``cfg`` defines them (evaluate.py rebuilds val the same way)."""
-    pool, held_out = load_for_training(cfg.dataset, cfg.protocol, cfg.fold, cfg.data_dir)
-    if cfg.limit_train is not None and cfg.limit_train < len(pool.texts):
-        _, keep = stratified_split(pool.labels, cfg.limit_train / len(pool.texts), cfg.seed + 1)
-        pool = pool.subset(keep)
+    """``(train, val, held_out)`` exactly as ``cfg`` defines them (evaluate.py rebuilds val the same way).
+
+    Validation is carved from the whole training pool first; ``--limit_train`` then keeps a stratified
+    subset of the *rest*, so a smoke run is scored on the same validation split as a full run.
+    """
+    pool, held_out = load_for_training(cfg.dataset, cfg.protocol, cfg.fold, cfg.data_dir or None)
     tr, va = stratified_split(pool.labels, cfg.val_fraction, cfg.seed)
     if len(va) == 0 or len(tr) == 0:
         raise UserError(f"too few examples ({len(pool.texts)}) to carve a validation split")
+    if cfg.limit_train and cfg.limit_train < len(tr):
+        _, keep = stratified_split(pool.labels[tr], cfg.limit_train / len(tr), cfg.seed + 1)
+        tr = tr[keep]
     return pool.subset(tr), pool.subset(va), held_out
 
 
@@ -51,52 +56,51 @@ def featurize(vectorizer: NgramVectorizer, texts: list[str]) -> SparseRows:
 
 
 # ----- models --------------------------------------------------------------------------------
-def make_model(cfg: TrainConfig, vocab_size: int, n_classes: int):
+# The one place that looks at --impl: after this, both models and both optimizers are used through
+# the same methods (model(x, y) -> (logits, loss), loss.backward(), opt.step(), state_dict() ...).
+def model_device(cfg: TrainConfig, device: torch.device) -> torch.device:
+    """The NumPy MLP runs on the CPU whatever --device says."""
+    return torch.device("cpu") if cfg.impl == "numpy" else device
+
+
+def make_model(cfg: TrainConfig, vocab_size: int, n_classes: int, device: torch.device | None = None):
     if cfg.impl == "numpy":
         return NumpyMLP(vocab_size, cfg.hidden, n_classes, cfg.dropout, seed=cfg.seed)
-    return TorchMLP(vocab_size, cfg.hidden, n_classes, cfg.dropout)
+    return TorchMLP(vocab_size, cfg.hidden, n_classes, cfg.dropout).to(device or "cpu")
+
+
+def make_optimizer(cfg: TrainConfig, model):
+    """Lazy Adam for the sparse first layer + AdamW for the rest, by hand or with torch.optim."""
+    if cfg.impl == "numpy":
+        return AdamWNumpy(model.params, model.grads, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return MLPOptimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def count_params(model) -> int:
-    if isinstance(model, NumpyMLP):
-        return model.num_params()
-    return sum(p.numel() for p in model.parameters())
+    return sum(int(np.prod(p.shape)) for p in model.parameters())
 
 
-def model_state(model) -> dict:
-    """Weights as tensors (checkpoints hold tensors and plain data only)."""
-    if isinstance(model, NumpyMLP):
-        return {k: torch.from_numpy(v.copy()) for k, v in model.params.items()}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+def _numpy(z) -> np.ndarray:
+    return z if isinstance(z, np.ndarray) else z.float().cpu().numpy()
 
 
-def load_model_state(model, state: dict) -> None:
-    if isinstance(model, NumpyMLP):
-        model.load_state_dict({k: v.numpy() for k, v in state.items()})
-    else:
-        model.load_state_dict(state)
-
-
-def predict_logits(model, x: SparseRows, batch_size: int = 4096, device: torch.device | None = None) -> np.ndarray:
+def predict_logits(model, x: SparseRows, batch_size: int = 4096, device: torch.device | None = None,
+                   dtype: str = "float32") -> np.ndarray:
     """(N, C) logits, in eval mode, in batches; the model's train/eval mode is restored."""
     was_training = model.training
     model.eval()
     out = []
     try:
-        for s in range(0, len(x), batch_size):
-            xb = x.take(np.arange(s, min(s + batch_size, len(x))))
-            if isinstance(model, NumpyMLP):
-                out.append(model.forward(xb)[0])
-            else:
-                with torch.inference_mode():
-                    out.append(model(xb.to_torch(device))[0].float().cpu().numpy())
+        with torch.inference_mode(), autocast(device or torch.device("cpu"), dtype):
+            for s in range(0, len(x), batch_size):
+                out.append(_numpy(model(x.take(np.arange(s, min(s + batch_size, len(x)))))[0]))
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def predict_proba(model, x: SparseRows, device=None) -> np.ndarray:
-    return softmax(predict_logits(model, x, device=device).astype(np.float64))
+def predict_proba(model, x: SparseRows, device=None, dtype: str = "float32") -> np.ndarray:
+    return softmax(predict_logits(model, x, device=device, dtype=dtype).astype(np.float64))
 
 
 # ----- metrics -------------------------------------------------------------------------------
@@ -121,12 +125,13 @@ def mean_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-logp[np.arange(len(labels)), labels].mean())
 
 
-def throughput(model, x: SparseRows, batch_size: int = 4096, repeats: int = 3, device=None) -> float:
+def throughput(model, x: SparseRows, batch_size: int = 4096, repeats: int = 3, device=None,
+               dtype: str = "float32") -> float:
     """Samples/s of batched inference on already-featurized rows (best of ``repeats``)."""
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        predict_logits(model, x, batch_size, device)
+        predict_logits(model, x, batch_size, device, dtype)
         best = min(best, time.perf_counter() - t)
     return len(x) / best
 
@@ -146,8 +151,9 @@ def vectorizer_from_payload(state: dict) -> NgramVectorizer:
     return NgramVectorizer.from_state_dict(state)
 
 
-def save_model_checkpoint(path: Path, cfg: TrainConfig, model, vec: NgramVectorizer, label_names: list[str], **extra) -> Path:
-    payload = {"model": model_state(model), "config": dataclasses.asdict(cfg), "vocab": vectorizer_payload(vec),
+def save_model_checkpoint(path: Path, cfg: TrainConfig, model, vec: NgramVectorizer, label_names: list[str],
+                          **extra) -> Path:
+    payload = {"model": model.state_dict(), "config": dataclasses.asdict(cfg), "vocab": vectorizer_payload(vec),
                "label_names": list(label_names), **extra}
     return save_checkpoint(path, payload, KIND)
 
@@ -160,9 +166,11 @@ def load_model_checkpoint(path: str | Path):
         vec = vectorizer_from_payload(ckpt["vocab"])
         names = list(ckpt["label_names"])
         model = make_model(cfg, len(vec.vocab), len(names))
-        load_model_state(model, ckpt["model"])
+        model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
-        raise UserError(f"{path}: stage1_mlp checkpoint is incomplete or mismatched ({type(e).__name__}: {str(e)[:150]})") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"{path}: stage1_mlp checkpoint is incomplete or does not match its config "
+                        f"({type(e).__name__}: {first})") from None
     model.eval()
     return cfg, model, vec, names, ckpt
 
@@ -186,14 +194,6 @@ def make_stage_result(cfg: TrainConfig, split: str, y_true: np.ndarray, logits: 
         config=dataclasses.asdict(cfg), **(extra or {}))
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB; Linux reports KiB, macOS bytes)."""
-    import resource
-    import sys
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2**20 if sys.platform == "darwin" else r / 1024
-
-
 def to_json(obj) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
@@ -201,12 +201,8 @@ def to_json(obj) -> str:
 # ----- inspection (visualize.ipynb) -----------------------------------------------------------
 def first_layer_weights(model) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(W1 (V, H1), [W2 (H1, H2), ..., W_out (H_L, C)])`` in (in, out) layout, for either impl."""
-    if isinstance(model, NumpyMLP):
-        p = model.params
-        return p["W1"], [p[f"W{k}"] for k in range(2, model.n_layers + 1)]
-    from stage1_mlp.models.mlp_torch import numpy_params
-    p = numpy_params(model)
-    return p["W1"], [p[f"W{k}"] for k in range(2, len(model.layers) + 2)]
+    p = model.as_numpy()
+    return p["W1"], [p[f"W{k}"] for k in range(2, len(p) // 2 + 1)]
 
 
 def ngram_class_scores(model, vec: NgramVectorizer) -> np.ndarray:
@@ -223,7 +219,5 @@ def ngram_class_scores(model, vec: NgramVectorizer) -> np.ndarray:
 
 def hidden_activations(model, x: SparseRows) -> np.ndarray:
     """(N, H1) first hidden layer after ReLU, in eval mode."""
-    W1, _ = first_layer_weights(model)
-    b1 = model.params["b1"] if isinstance(model, NumpyMLP) else model.b1.detach().cpu().numpy()
-    from stage1_mlp.models.mlp_numpy import sparse_matmul
-    return np.maximum(sparse_matmul(x, W1) + b1, 0)
+    p = model.as_numpy()
+    return np.maximum(sparse_matmul(x, p["W1"]) + p["b1"], 0)

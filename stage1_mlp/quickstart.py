@@ -17,9 +17,9 @@ OUT = "checkpoints/quickstart"
 def main(argv=None) -> None:
     train.main(["--dataset", "imdb", "--data_dir", str(BUNDLED), "--epochs", "4", "--out_dir", OUT,
                 "--run_dir", "runs/quickstart", "--log_every", "5"])
-    evaluate.main(["--model_path", f"{OUT}/best_model.pt", "--split", "val", "--data_dir", str(BUNDLED),
+    evaluate.main(["--checkpoint", f"{OUT}/best_model.pt", "--split", "val", "--data_dir", str(BUNDLED),
                    "--run_dir", "runs/quickstart"])
-    evaluate.main(["--model_path", f"{OUT}/best_model.pt",
+    evaluate.main(["--checkpoint", f"{OUT}/best_model.pt",
                    "--text", "One of the best films I have seen this year: moving, funny and beautifully acted."])
 
 

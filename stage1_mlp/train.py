@@ -6,240 +6,336 @@
     python train.py ... --resume                         # continue checkpoints/last_model.pt exactly
 
 Pipeline: read the train split → carve a stratified validation split → fit the n-gram vocabulary
-and TF-IDF on the remaining training part only → mini-batch AdamW on softmax cross-entropy →
-evaluate on validation every epoch; the best epoch goes to ``checkpoints/best_model.pt``, and
-training stops after ``--patience`` epochs without improvement. ``checkpoints/last_model.pt``
-(written when training ends, at ``--max_steps`` and on Ctrl-C) holds everything ``--resume`` needs:
-weights, optimizer moments, RNG states, the epoch's data order and the position inside it.
+and TF-IDF on the remaining training part only → mini-batch lazy Adam / AdamW on softmax
+cross-entropy → evaluate on validation at the end of every epoch (or every ``--eval_every`` steps).
+The best evaluation goes to ``<out_dir>/best_model.pt``; training stops after ``--patience``
+evaluations without a better validation accuracy. ``<out_dir>/last_model.pt`` is written at every
+evaluation, at the end and on Ctrl-C, always at a step boundary, and holds everything ``--resume``
+needs: weights, optimizer moments, RNG states and the step count (the data order of each epoch is
+a function of ``--seed`` and the epoch number, so the step count is the position in the data).
+
+Read it top to bottom: main() → parse_args() → build() → resume_or_start() → train_loop()
+(next_batch(), train_step(), evaluate_and_save(), should_stop()) → final_result().
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import functools
 import os
+import shlex
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from scripts import REPO_ROOT
+from scripts.budget import Budget, reproduce_argv, schedule_warmup
 from scripts.checkpoint import load_checkpoint
 from scripts.cli import HelpFormatter, UserError, run_cli
-from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args
+from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args, explicit_flags, resume_config
 from scripts.device import add_device_args, autocast, describe_device, pick_device
+from scripts.interrupt import StopRequest
 from scripts.log import RunLogger, progress
-from scripts.results import write_result
+from scripts.results import peak_rss_mb, write_result
+from scripts.schedule import lr_at, set_lr
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
 from stage1_mlp import engine
 from stage1_mlp.config import TrainConfig
-from stage1_mlp.models.mlp_numpy import AdamWNumpy, NumpyMLP
-from stage1_mlp.models.mlp_torch import MLPOptimizer
 
-# flags that may change when resuming (everything else comes from the checkpoint)
-RESUMABLE_OVERRIDES = ("epochs", "max_steps", "log_every", "data_dir")
+BEST, LAST = "best_model.pt", "last_model.pt"
 
 
-def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
+# ----- 1. flags (and the --resume rule) -------------------------------------------------------
+def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace, dict | None]:
+    """``(config, other flags, checkpoint to resume or None)``. With ``--resume`` the run continues with
+    the checkpoint's config; typed budget/logging flags override it, any other typed change is refused."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     add_dataclass_args(parser, TrainConfig)
     add_device_args(parser)
     args = parser.parse_args(argv)
     cfg = dataclass_from_args(TrainConfig, args)
+    ckpt = None
+    if cfg.resume:
+        last = Path(cfg.out_dir) / LAST
+        ckpt = load_checkpoint(last, kind=engine.KIND)
+        if "history" not in ckpt.get("train_state", {}):
+            raise UserError(f"{last} was written by an older train.py and cannot be continued exactly; "
+                            f"start a new run without --resume")
+        merged = resume_config(ckpt["config"], dataclasses.asdict(cfg), explicit_flags(parser, argv), source=last)
+        cfg = config_from_dict(TrainConfig, merged)
     cfg.validate()
-    return cfg, args
+    if cfg.impl == "numpy" and args.dtype != "float32":
+        raise UserError(f"--dtype {args.dtype} needs --impl torch (the NumPy MLP computes in float32)")
+    return cfg, args, ckpt
 
 
-def _numpy_rng_state(model) -> str | None:
-    return json.dumps(model.rng.bit_generator.state) if isinstance(model, NumpyMLP) else None
+# ----- 2. data, features, model, optimizer -----------------------------------------------------
+@dataclass
+class Run:
+    """Everything the loop needs, built once."""
+
+    cfg: TrainConfig
+    dtype: str
+    device: torch.device
+    out_dir: Path
+    run_dir: Path
+    logger: RunLogger
+    train: engine.TextData
+    vec: engine.NgramVectorizer
+    x_train: engine.SparseRows
+    x_val: engine.SparseRows
+    y_val: np.ndarray
+    feature_s: float
+    model: object
+    opt: object
+    n_batches: int
+    budget: Budget
+    eval_s_per_step: float = 0.0
 
 
-def _set_numpy_rng_state(model, state: str | None) -> None:
-    if isinstance(model, NumpyMLP) and state:
-        model.rng.bit_generator.state = json.loads(state)
+def build(cfg: TrainConfig, args: argparse.Namespace, ckpt: dict | None) -> Run:
+    device = engine.model_device(cfg, pick_device(args.device))
+    seed_everything(cfg.seed)  # initial weights and dropout; a resumed run restores the saved RNG states later
+    run_dir = Path(cfg.run_dir or (ckpt or {}).get("run_dir") or
+                   f"runs/{cfg.dataset}_{cfg.impl}_{datetime.now():%Y%m%d-%H%M%S}")
+    logger = RunLogger(run_dir, resume_step=ckpt["train_state"]["step"] if ckpt else None)
+
+    t0 = time.perf_counter()
+    train, val, _ = engine.train_val_data(cfg)
+    if train.sample:
+        logger.info(f"using the bundled sample {train.source} ({len(train.texts)} train / {len(val.texts)} val "
+                    f"reviews); set MY_LLM_DATA or --data_dir for the full dataset")
+    if ckpt is not None:  # the vocabulary, idf and NB ratios the run started with
+        vec = engine.vectorizer_from_payload(ckpt["vocab"])
+        x_train = engine.featurize(vec, train.texts)
+    else:  # fitted on the training part only
+        vec = engine.make_vectorizer(cfg, len(train.label_names))
+        x_train = vec.fit_transform([engine.tokenize(t) for t in train.texts], train.labels)
+    x_val = engine.featurize(vec, val.texts)
+    feature_s = time.perf_counter() - t0
+    logger.info(f"data: {cfg.dataset} ({cfg.protocol}) train {len(train.labels)} / val {len(val.labels)} from "
+                f"{train.source}; vocab {len(vec.vocab)} n-grams (1..{cfg.ngram}), "
+                f"{x_train.nnz / max(1, len(train.labels)):.0f} per doc; features in {feature_s:.1f}s")
+
+    model = engine.make_model(cfg, len(vec.vocab), len(train.label_names), device)
+    opt = engine.make_optimizer(cfg, model)
+    logger.info(f"model: {cfg.impl} MLP {[len(vec.vocab), *cfg.hidden, len(train.label_names)]}, "
+                f"{engine.count_params(model):,} parameters, device {describe_device(device)}")
+    n_batches = -(-len(train.labels) // cfg.batch_size)
+    same_budget = ckpt is not None and all(ckpt["config"].get(k) == getattr(cfg, k)
+                                           for k in ("max_minutes", "schedule_steps"))
+    budget = Budget(epochs=cfg.epochs, steps_per_epoch=n_batches, max_steps=cfg.max_steps,
+                    max_minutes=cfg.max_minutes, schedule_steps=cfg.schedule_steps,
+                    state=ckpt.get("budget") if same_budget else None)
+    return Run(cfg, args.dtype, device, Path(cfg.out_dir), run_dir, logger, train, vec, x_train, x_val, val.labels,
+               feature_s, model, opt, n_batches, budget)
 
 
-def _optimizer_state(opt) -> dict:
-    if isinstance(opt, AdamWNumpy):
-        s = opt.state_dict()
-        return {"t": s["t"], "lr": s["lr"], "m": {k: torch.from_numpy(v) for k, v in s["m"].items()},
-                "v": {k: torch.from_numpy(v) for k, v in s["v"].items()}}
-    return opt.state_dict()
+def resume_or_start(run: Run, ckpt: dict | None) -> dict:
+    """The loop's bookkeeping (plain data, saved in last_model.pt); restored exactly on --resume."""
+    state = {"step": 0, "examples": 0, "train_s": 0.0, "best_metric": -1.0, "best_step": -1, "bad_evals": 0,
+             "loss_sum": 0.0, "loss_n": 0, "history": [], "resumed_at_steps": []}
+    if ckpt is None:
+        return state
+    run.model.load_state_dict(ckpt["model"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    state.update(ckpt["train_state"])
+    set_rng_state(ckpt["rng"])  # dropout masks continue where they stopped
+    state["resumed_at_steps"] = [*state["resumed_at_steps"], state["step"]]
+    run.logger.info(f"resumed from {run.out_dir / LAST} at step {state['step']} "
+                    f"(epoch {state['step'] / run.n_batches:.2f})")
+    return state
 
 
-def _load_optimizer_state(opt, state: dict) -> None:
-    if isinstance(opt, AdamWNumpy):
-        opt.load_state_dict({"t": state["t"], "lr": state["lr"], "m": {k: v.numpy() for k, v in state["m"].items()},
-                             "v": {k: v.numpy() for k, v in state["v"].items()}})
-    else:
-        opt.load_state_dict(state)
+def save_last(run: Run, state: dict) -> None:
+    engine.save_model_checkpoint(run.out_dir / LAST, run.cfg, run.model, run.vec, run.train.label_names,
+                                 optimizer=run.opt.state_dict(), train_state=dict(state), rng=get_rng_state(),
+                                 budget=run.budget.state(), run_dir=str(run.run_dir))
 
 
-def train_step(model, opt, xb, yb, device, dtype: str = "float32") -> float:
-    """One optimizer step on a batch; returns the batch loss (``dtype``: autocast, torch only)."""
-    if isinstance(model, NumpyMLP):
-        _, loss = model.forward(xb, yb)
-        model.backward()
-        opt.step(model.grads)
-        return loss
+# ----- 3. one step ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffled order of epoch ``epoch``: a function of (seed, epoch) only, so a resumed run needs
+    nothing but the step count to find its place."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def next_batch(run: Run, step: int) -> tuple[engine.SparseRows, np.ndarray]:
+    """The mini-batch of optimizer step ``step`` (0-based)."""
+    epoch, b = divmod(step, run.n_batches)
+    idx = epoch_order(run.cfg.seed, epoch, len(run.train.labels))[b * run.cfg.batch_size:(b + 1) * run.cfg.batch_size]
+    return run.x_train.take(idx), run.train.labels[idx]
+
+
+def train_step(model, opt, xb, yb, lr: float, grad_clip: float, device, dtype: str = "float32") -> float:
+    """One optimizer step, the same code for both implementations; returns the batch loss."""
+    set_lr(opt, lr)
     with autocast(device, dtype):
-        _, loss = model(xb.to_torch(device), torch.from_numpy(yb).to(device))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+        _, loss = model(xb, yb)
+    opt.zero_grad()
+    loss.backward()              # autograd, or NumpyMLP.backward (the hand-written chain rule)
+    if grad_clip:
+        opt.clip_grad_norm(grad_clip)
     opt.step()
     return loss.item()
 
 
-def main(argv=None) -> dict:
-    t_start = time.perf_counter()
-    load_at_start = os.getloadavg()[0]  # recorded beside timings: the machine may be shared
-    cfg, args = parse_args(argv)
-    device = pick_device(args.device)
-    out_dir = Path(cfg.out_dir)
-    last_path, best_path = out_dir / "last_model.pt", out_dir / "best_model.pt"
+def evaluate(run: Run) -> tuple[float, float]:
+    """(validation accuracy, validation loss)."""
+    logits = engine.predict_logits(run.model, run.x_val, device=run.device, dtype=run.dtype)
+    return float((logits.argmax(1) == run.y_val).mean()), engine.mean_loss(logits, run.y_val)
 
-    resume_ckpt = None
-    if cfg.resume:
-        resume_ckpt = load_checkpoint(last_path, kind=engine.KIND)
-        saved = config_from_dict(TrainConfig, resume_ckpt["config"])
-        cfg = dataclasses.replace(saved, resume=True, **{k: getattr(cfg, k) for k in RESUMABLE_OVERRIDES})
-        cfg.validate()
-    if cfg.impl == "numpy" and device.type != "cpu":
-        device = torch.device("cpu")  # the NumPy MLP runs on the CPU whatever --device says
 
-    generator = seed_everything(cfg.seed)
-    run_dir = Path(cfg.run_dir or f"runs/{cfg.dataset}_{cfg.impl}_{datetime.now():%Y%m%d-%H%M%S}")
-    if resume_ckpt is not None and resume_ckpt.get("run_dir") and cfg.run_dir is None:
-        run_dir = Path(resume_ckpt["run_dir"])
-    logger = RunLogger(run_dir)
+def eval_due(run: Run, step: int) -> bool:
+    return step % (run.cfg.eval_every or run.n_batches) == 0
 
-    # ----- data and features ---------------------------------------------------------------
-    t0 = time.perf_counter()
-    train, val, _ = engine.train_val_data(cfg)
-    n_classes = len(train.label_names)
-    if train.sample:
-        logger.info(f"using the bundled sample {train.source} ({len(train.texts) + len(val.texts)} reviews); "
-                    f"set MY_LLM_DATA or --data_dir for the full dataset")
-    if resume_ckpt is not None:
-        vec = engine.vectorizer_from_payload(resume_ckpt["vocab"])
-        x_train = engine.featurize(vec, train.texts)
-    else:  # vocabulary, idf and NB ratios from the training part only
-        vec = engine.make_vectorizer(cfg, n_classes)
-        x_train = vec.fit_transform([engine.tokenize(t) for t in train.texts], train.labels)
-    x_val = engine.featurize(vec, val.texts)
-    y_train, y_val = train.labels, val.labels
-    feat_s = time.perf_counter() - t0
-    logger.info(f"data: {cfg.dataset} ({cfg.protocol}) train {len(y_train)} / val {len(y_val)} from {train.source}; "
-                f"vocab {len(vec.vocab)} n-grams (1..{cfg.ngram}), {x_train.nnz / len(y_train):.0f} per doc; "
-                f"features in {feat_s:.1f}s")
 
-    # ----- model and optimizer ---------------------------------------------------------------
-    model = engine.make_model(cfg, len(vec.vocab), n_classes)
-    if isinstance(model, NumpyMLP):
-        opt = AdamWNumpy(model.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def evaluate_and_save(run: Run, state: dict) -> None:
+    """Validate; keep the best weights; count evaluations without improvement; save last_model.pt."""
+    acc, loss = evaluate(run)
+    point = {"step": state["step"], "epoch": round(state["step"] / run.n_batches, 4), "examples": state["examples"],
+             "wall_s": round(state["train_s"], 3), "train_loss": state["loss_sum"] / max(1, state["loss_n"]),
+             "val_loss": loss, "val_accuracy": acc}
+    state["history"] = [*state["history"], point]
+    state.update(loss_sum=0.0, loss_n=0)
+    if acc > state["best_metric"]:
+        state.update(best_metric=acc, best_step=state["step"], bad_evals=0)
+        engine.save_model_checkpoint(run.out_dir / BEST, run.cfg, run.model, run.vec, run.train.label_names,
+                                     best_metric=acc, step=state["step"], epoch=point["epoch"])
     else:
-        model.to(device)
-        opt = MLPOptimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    logger.info(f"model: {cfg.impl} MLP {[len(vec.vocab), *cfg.hidden, n_classes]}, "
-                f"{engine.count_params(model):,} parameters, device {describe_device(device)}")
+        state["bad_evals"] += 1
+    run.logger.log(state["step"], prefix="eval", epoch=point["epoch"], val_loss=loss, val_accuracy=acc,
+                   best=state["best_metric"], elapsed_s=state["train_s"])
+    save_last(run, state)
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "epoch_gen_state": None,
-             "best_metric": -1.0, "best_epoch": -1, "bad_epochs": 0, "train_s": 0.0}
-    if resume_ckpt is not None:
-        engine.load_model_state(model, resume_ckpt["model"])
-        _load_optimizer_state(opt, resume_ckpt["optimizer"])
-        state.update(resume_ckpt["train_state"])
-        set_rng_state(resume_ckpt["rng"], generator)
-        _set_numpy_rng_state(model, resume_ckpt.get("numpy_rng"))
-        logger.info(f"resumed from {last_path} at epoch {state['epoch']} batch {state['batch_in_epoch']} (step {state['step']})")
 
-    def save_last():
-        engine.save_model_checkpoint(
-            last_path, cfg, model, vec, train.label_names, optimizer=_optimizer_state(opt),
-            train_state=dict(state), rng=get_rng_state(generator), numpy_rng=_numpy_rng_state(model),
-            run_dir=str(run_dir))
+def should_stop(run: Run, state: dict, elapsed_s: float) -> str | None:
+    """Why the next step must not start (None: go on)."""
+    if state["step"] >= run.cfg.epochs * run.n_batches:
+        return "epochs"
+    if run.cfg.patience and state["bad_evals"] >= run.cfg.patience:
+        return "early stopping"
+    return run.budget.stop_reason(state["step"], elapsed_s)
 
-    def evaluate_val() -> tuple[float, float]:
-        logits = engine.predict_logits(model, x_val, device=device)
-        return float((logits.argmax(1) == y_val).mean()), engine.mean_loss(logits, y_val)
 
-    # ----- training loop ---------------------------------------------------------------------
-    n_batches = -(-len(y_train) // cfg.batch_size)
-    stopped_early = False
-    t_train = time.perf_counter() - state["train_s"]
-    try:
-        while state["epoch"] < cfg.epochs and not stopped_early:
-            if state["batch_in_epoch"] == 0 or state["epoch_gen_state"] is None:
-                state["epoch_gen_state"] = generator.get_state()
-            else:  # resuming mid-epoch: replay the same permutation
-                generator.set_state(state["epoch_gen_state"])
-            perm = torch.randperm(len(y_train), generator=generator).numpy()
-            model.train()
-            bar = progress(total=n_batches, initial=state["batch_in_epoch"], desc=f"epoch {state['epoch'] + 1}")
-            t_log, losses = time.perf_counter(), []
-            while state["batch_in_epoch"] < n_batches:
-                if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
-                    break
-                b = state["batch_in_epoch"]
-                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                losses.append(train_step(model, opt, x_train.take(idx), y_train[idx], device, args.dtype))
-                state["batch_in_epoch"] += 1
-                state["step"] += 1
-                bar.update(1)
-                if state["step"] % cfg.log_every == 0:
-                    dt = time.perf_counter() - t_log
-                    logger.log(state["step"], epoch=state["epoch"] + 1, loss=float(np.mean(losses)), lr=cfg.lr,
-                               **{"samples/s": len(losses) * cfg.batch_size / dt, "ms/step": 1000 * dt / len(losses)})
-                    t_log, losses = time.perf_counter(), []
+# ----- 4. the loop ---------------------------------------------------------------------------
+def train_loop(run: Run, state: dict, stop: StopRequest) -> str:
+    """Steps until a budget, the epochs or early stopping ends the run; returns the reason. A Ctrl-C only
+    sets ``stop.requested``: the step in progress finishes, last_model.pt is saved, then KeyboardInterrupt."""
+    cfg = run.cfg
+    warmup = schedule_warmup(cfg.lr_schedule, cfg.warmup_steps, cfg.max_minutes)
+    t0 = time.perf_counter() - state["train_s"]  # training wall time so far, across resumes
+    bar = progress(total=run.budget.step_limit(), initial=state["step"], desc="train")
+    t_log, log_losses = time.perf_counter(), []
+    while (reason := should_stop(run, state, time.perf_counter() - t0)) is None:
+        t_step = time.perf_counter()
+        xb, yb = next_batch(run, state["step"])
+        lr = lr_at(state["step"], schedule=cfg.lr_schedule, lr=cfg.lr, total_steps=run.budget.total_steps(),
+                   warmup_steps=warmup)
+        loss = train_step(run.model, run.opt, xb, yb, lr, cfg.grad_clip, run.device, run.dtype)
+        state.update(step=state["step"] + 1, examples=state["examples"] + len(yb),
+                     loss_sum=state["loss_sum"] + loss, loss_n=state["loss_n"] + 1)
+        log_losses.append(loss)
+        bar.update(1)
+        run.budget.observe(state["step"], time.perf_counter() - t0, time.perf_counter() - t_step,
+                           eval_s_per_step=run.eval_s_per_step)
+        if run.budget.needs_calibration(state["step"]):  # time one validation pass for the time budget's plan
+            t_eval = time.perf_counter()
+            evaluate(run)
+            run.eval_s_per_step = (time.perf_counter() - t_eval) / (cfg.eval_every or run.n_batches)
+            t0 += time.perf_counter() - t_eval
+        if state["step"] % cfg.log_every == 0:
+            dt, n = time.perf_counter() - t_log, len(log_losses)
+            run.logger.log(state["step"], epoch=round(state["step"] / run.n_batches, 3),
+                           loss=float(np.mean(log_losses)), lr=lr,
+                           **{"samples/s": n * cfg.batch_size / dt, "ms/step": 1000 * dt / n})
+            t_log, log_losses = time.perf_counter(), []
+        state["train_s"] = time.perf_counter() - t0
+        if eval_due(run, state["step"]):
+            evaluate_and_save(run, state)
+        if stop.requested:  # the step boundary: a consistent state to save
+            save_last(run, state)
             bar.close()
-            if state["batch_in_epoch"] < n_batches:  # --max_steps reached inside the epoch
-                break
-            # end of epoch: validate, keep the best, early stopping
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            acc, loss = evaluate_val()
-            improved = acc > state["best_metric"]
-            if improved:
-                state.update(best_metric=acc, best_epoch=state["epoch"], bad_epochs=0)
-                engine.save_model_checkpoint(best_path, cfg, model, vec, train.label_names,
-                                             best_metric=acc, epoch=state["epoch"], step=state["step"])
-            else:
-                state["bad_epochs"] += 1
-            logger.log(state["step"], prefix="eval", epoch=state["epoch"], val_loss=loss, val_accuracy=acc,
-                       best=state["best_metric"], elapsed_s=time.perf_counter() - t_train)
-            stopped_early = state["bad_epochs"] >= cfg.patience
-        state["train_s"] = time.perf_counter() - t_train
-        save_last()
-    except KeyboardInterrupt:
-        state["train_s"] = time.perf_counter() - t_train
-        save_last()
-        logger.info(f"interrupted: saved {last_path}; continue with the same command plus --resume")
-        raise
-    if stopped_early:
-        logger.info(f"early stopping: no better validation accuracy for {cfg.patience} epochs")
+            run.logger.info(f"interrupted at step {state['step']}: saved {run.out_dir / LAST}; "
+                            f"continue with the same command plus --resume")
+            raise KeyboardInterrupt
+    bar.close()
+    if not state["history"] or state["history"][-1]["step"] != state["step"]:
+        evaluate_and_save(run, state)  # the run ended between evaluations: score where it stopped
+    save_last(run, state)
+    return reason
 
-    # ----- final: the best epoch's model on validation ---------------------------------------
-    if state["best_epoch"] < 0:  # stopped (--max_steps) before any epoch ended: the current weights
-        engine.save_model_checkpoint(best_path, cfg, model, vec, train.label_names,
-                                     best_metric=None, epoch=state["epoch"], step=state["step"])
-    if best_path.is_file():
-        engine.load_model_state(model, load_checkpoint(best_path, kind=engine.KIND)["model"])
-        if not isinstance(model, NumpyMLP):
-            model.to(device)
-    logits = engine.predict_logits(model, x_val, device=device)
-    wall = time.perf_counter() - t_start
+
+# ----- 5. the result -------------------------------------------------------------------------
+def config_argv(cfg: TrainConfig) -> list[str]:
+    """The flags that give ``cfg`` from scratch (those that differ from the defaults; never --resume)."""
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        value = list(value) if isinstance(value, tuple) else value
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.name == "resume" or value == (list(default) if isinstance(default, tuple) else default):
+            continue
+        if isinstance(value, bool):
+            out.append(f"--{f.name}" if value else f"--no-{f.name}")
+        else:
+            out += [f"--{f.name}", *map(str, value if isinstance(value, list) else [value])]
+    return out
+
+
+def reproduce_command(cfg: TrainConfig, budget: Budget, steps: int) -> str:
+    """A from-scratch command giving the same numbers: a time budget becomes --max_steps/--schedule_steps,
+    and the warm-up it lengthened (scripts.budget.schedule_warmup) is written out as --warmup_steps."""
+    warmup = schedule_warmup(cfg.lr_schedule, cfg.warmup_steps, cfg.max_minutes)
+    argv = reproduce_argv(config_argv(dataclasses.replace(cfg, warmup_steps=warmup)), steps, budget.total_steps(),
+                          cfg.max_minutes)
+    try:
+        rel = Path.cwd().resolve().relative_to(REPO_ROOT.resolve())
+        prefix = f"cd {rel} && " if str(rel) != "." else ""
+    except ValueError:
+        prefix = ""
+    return f"{prefix}python train.py {shlex.join(argv)}".strip()
+
+
+def final_result(run: Run, state: dict, reason: str, wall_s: float, load_at_start: float) -> dict:
+    """The best evaluation's model scored on validation, with the run's history and budget."""
+    best = run.out_dir / BEST
+    if best.is_file():
+        run.model.load_state_dict(load_checkpoint(best, kind=engine.KIND)["model"])
+    logits = engine.predict_logits(run.model, run.x_val, device=run.device, dtype=run.dtype)
     result = engine.make_stage_result(
-        cfg, split="val", y_true=y_val, logits=logits, label_names=train.label_names,
-        params=engine.count_params(model), train_wall_s=wall,
-        device=describe_device(device), files=train.files, sample=train.sample,
-        samples_per_s=state["step"] * cfg.batch_size / max(state["train_s"], 1e-9),
-        extra={"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "steps": state["step"],
-               "feature_s": feat_s, "train_loop_s": state["train_s"], "peak_rss_mb": engine.peak_rss_mb(),
-               "vocab_size": len(vec.vocab), "checkpoint": str(best_path),
+        run.cfg, split="val", y_true=run.y_val, logits=logits, label_names=run.train.label_names,
+        params=engine.count_params(run.model), train_wall_s=wall_s, device=describe_device(run.device),
+        files=run.train.files, sample=run.train.sample,
+        samples_per_s=state["examples"] / max(state["train_s"], 1e-9),
+        extra={"stop_reason": reason, "steps": state["step"], "epochs_run": round(state["step"] / run.n_batches, 4),
+               "best_step": state["best_step"], "best_epoch": round(state["best_step"] / run.n_batches, 4),
+               "n_train": len(run.train.labels), "history": state["history"],
+               "resumed_at_steps": state["resumed_at_steps"],
+               "reproduce_command": reproduce_command(run.cfg, run.budget, state["step"]),
+               "budget": run.budget.summary(state["step"]), "peak_rss_mb": peak_rss_mb(),
+               "feature_s": run.feature_s, "train_loop_s": state["train_s"], "vocab_size": len(run.vec.vocab),
+               "checkpoint": str(best), "run_dir": str(run.run_dir),
                "load_avg_1min": [load_at_start, os.getloadavg()[0]]})
-    write_result(result, name=f"train_{cfg.dataset}_{cfg.impl}")
+    write_result(result, name=f"train_{run.cfg.dataset}_{run.cfg.impl}")
     return result
+
+
+def main(argv=None) -> dict:
+    t_start, load_at_start = time.perf_counter(), os.getloadavg()[0]  # the machine may be shared
+    cfg, args, ckpt = parse_args(argv)
+    run = build(cfg, args, ckpt)
+    state = resume_or_start(run, ckpt)
+    with StopRequest() as stop:
+        reason = train_loop(run, state, stop)
+    if reason == "early stopping":
+        run.logger.info(f"early stopping: no better validation accuracy in {cfg.patience} evaluations")
+    return final_result(run, state, reason, time.perf_counter() - t_start, load_at_start)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from scripts.cli import UserError
-from scripts.data import DataNotFoundError, HubSource, data_file, find_dataset, load_hub_dataset, open_text
+from scripts.data import (
+    DataFileError,
+    DataNotFoundError,
+    HubSource,
+    data_file,
+    find_dataset,
+    load_hub_dataset,
+    open_text,
+    read_errors,
+    read_text,
+)
 
 STAGE_DIR = Path(__file__).resolve().parent.parent
 BUNDLED = STAGE_DIR / "data"
@@ -54,20 +64,27 @@ class TextData:
 
 def _read_imdb(path: Path) -> tuple[list[str], list[int]]:
     texts, labels = [], []
-    with open_text(path) as f:
-        for line in f:
-            row = json.loads(line)
-            texts.append(row["text"])
-            labels.append(int(row["label"]))
+    with read_errors(path), open_text(path) as f:
+        for n, line in enumerate(f, start=1):
+            try:
+                row = json.loads(line)
+                texts.append(row["text"])
+                labels.append(int(row["label"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataFileError(f"{path}:{n}: expected one JSON object {{\"text\": ..., \"label\": 0 or 1}} "
+                                    f"per line ({type(e).__name__})") from None
     return texts, labels
 
 
 def _read_ag_news(path: Path) -> tuple[list[str], list[int]]:
     texts, labels = [], []
-    with open_text(path) as f:
+    with read_errors(path), open_text(path) as f:
         for n, row in enumerate(csv.reader(f), start=1):
             if len(row) != 3 or not row[0].strip().isdigit() or not 1 <= int(row[0]) <= 4:
-                raise UserError(f"{path}:{n}: expected '\"class\",\"title\",\"description\"' with class 1..4, got {row[:3]!r}"[:300])
+                got = repr(row[:3])
+                got = got if len(got) <= 100 else got[:100] + "..."
+                raise UserError(f"{path}:{n}: expected '\"class\",\"title\",\"description\"' with class 1..4, "
+                                f"got {got}")
             labels.append(int(row[0]) - 1)
             texts.append(f"{row[1]} {row[2]}")
     return texts, labels
@@ -76,7 +93,7 @@ def _read_ag_news(path: Path) -> tuple[list[str], list[int]]:
 def _ag_news_classes(folder: Path) -> list[str]:
     path = folder / "classes.txt"
     if path.is_file():
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        names = [ln.strip() for ln in read_text(path).splitlines() if ln.strip()]
         if len(names) == 4:
             return names
     return list(LABEL_NAMES["ag_news"])
@@ -91,7 +108,7 @@ def load_split(name: str, split: str, data_dir: str | Path | None = None) -> Tex
     try:
         where = find_dataset(name, [fname], data_dir=data_dir, bundled=bundled)
     except DataNotFoundError as e:
-        if name == "ag_news" and split == "train":
+        if name == "ag_news" and split == "train" and "looked in: " in str(e):
             looked = str(e).split("looked in: ", 1)[-1].split("; the hub", 1)[0]
             raise UserError(
                 f"AG News train split (train.csv, 120k rows) not found (looked in: {looked}; hub offline or "

@@ -16,6 +16,14 @@ The first layer's input is sparse, so ``x W_1`` is a weighted sum of the rows of
 the document's n-gram ids (:func:`sparse_matmul`) and its gradient touches only those rows
 (:func:`sparse_matmul_grad`). The optimizer (:class:`AdamWNumpy`) is AdamW for the dense layers and
 lazy Adam for ``W_1``, the same updates as ``torch.optim.AdamW`` + ``torch.optim.SparseAdam``.
+
+Both classes follow the same contract as their PyTorch twins (:mod:`.mlp_torch`), so the training
+loop never asks which one it has: ``model(x, labels) -> (logits, loss)`` with ``loss.backward()``,
+``parameters()``, ``state_dict()`` / ``load_state_dict()``, ``train()`` / ``eval()``; the optimizer has
+``zero_grad()``, ``step()``, ``clip_grad_norm()``, ``param_groups`` and ``state_dict()``. State dicts hold
+``torch`` tensors only because checkpoints are torch files; every computation here is NumPy. Dropout
+masks come from NumPy's global RNG, as ``nn.Dropout``'s come from torch's: ``scripts.seed`` seeds and
+saves both.
 """
 from __future__ import annotations
 
@@ -65,6 +73,35 @@ def cross_entropy(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return float(loss), grad / B
 
 
+class Loss(float):
+    """The batch loss: a plain float that, like a torch loss tensor, has ``.item()`` and ``.backward()``
+    (which runs :meth:`NumpyMLP.backward`, the hand-written chain rule)."""
+
+    def __new__(cls, value: float, model: "NumpyMLP"):
+        obj = super().__new__(cls, value)
+        obj._model = model
+        return obj
+
+    def item(self) -> float:
+        return float(self)
+
+    def backward(self) -> None:
+        self._model.backward()
+
+
+def _tensor(a: np.ndarray):
+    """A copy of ``a`` as a torch tensor (checkpoints are torch files loaded with ``weights_only=True``)."""
+    import torch
+
+    return torch.from_numpy(np.array(a, copy=True))
+
+
+def _array(t, dtype=None) -> np.ndarray:
+    """A torch tensor (or array) from a checkpoint back as a NumPy array."""
+    a = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+    return np.array(a, dtype=dtype or a.dtype, copy=True)
+
+
 class NumpyMLP:
     """Sparse-input MLP with ReLU and dropout; parameters in ``self.params`` (name → array).
 
@@ -77,19 +114,20 @@ class NumpyMLP:
         self.dims = [vocab_size, *hidden_dims, n_classes]
         self.dropout = dropout
         self.training = True
-        self.rng = np.random.default_rng(seed)  # initial weights and dropout masks
+        rng = np.random.default_rng(seed)  # initial weights (dropout masks: NumPy's global RNG)
         self.params: dict[str, np.ndarray] = {}
         for k, (fan_in, fan_out) in enumerate(zip(self.dims[:-1], self.dims[1:]), start=1):
             bound = 1.0 / np.sqrt(fan_in)  # nn.Linear's default range U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-            self.params[f"W{k}"] = self.rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32)
-            self.params[f"b{k}"] = self.rng.uniform(-bound, bound, fan_out).astype(np.float32)
-        self.grads: dict[str, np.ndarray | tuple] = {}
+            self.params[f"W{k}"] = rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32)
+            self.params[f"b{k}"] = rng.uniform(-bound, bound, fan_out).astype(np.float32)
+        self.grads: dict[str, np.ndarray | tuple] = {}  # filled by backward(), emptied by zero_grad()
         self._cache = None
 
     @property
     def n_layers(self) -> int:
         return len(self.dims) - 1
 
+    # ----- the nn.Module-like contract ---------------------------------------------------
     def train(self, mode: bool = True) -> "NumpyMLP":
         self.training = mode
         return self
@@ -97,10 +135,38 @@ class NumpyMLP:
     def eval(self) -> "NumpyMLP":
         return self.train(False)
 
-    def num_params(self) -> int:
-        return sum(p.size for p in self.params.values())
+    def to(self, device) -> "NumpyMLP":
+        """The NumPy MLP lives on the CPU; any other device is a mistake of the caller."""
+        if str(device) != "cpu":
+            raise ValueError(f"the NumPy MLP runs on the CPU only, not {device}")
+        return self
 
-    def forward(self, x: SparseRows, labels: np.ndarray | None = None):
+    def parameters(self) -> list[np.ndarray]:
+        return list(self.params.values())
+
+    def state_dict(self) -> dict:
+        """Name → weight copy, as torch tensors (the checkpoint format); ``W`` in (in, out) layout."""
+        return {k: _tensor(v) for k, v in self.params.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = set(self.params) - set(state)
+        if missing:
+            raise KeyError(f"state dict lacks {sorted(missing)}")
+        for k in self.params:
+            w = _array(state[k], np.float32)
+            if w.shape != self.params[k].shape:
+                raise ValueError(f"{k}: shape {w.shape} in the state dict, {self.params[k].shape} in the model")
+            self.params[k] = w
+
+    def as_numpy(self) -> dict[str, np.ndarray]:
+        """The weights as NumPy arrays, ``W`` as (in, out) (what :meth:`TorchMLP.as_numpy` also returns)."""
+        return self.params
+
+    def __call__(self, x: SparseRows, labels: np.ndarray | None = None):
+        return self.forward(x, labels)
+
+    # ----- forward and backward ------------------------------------------------------------
+    def forward(self, x: SparseRows, labels: np.ndarray | None = None) -> tuple[np.ndarray, Loss | None]:
         """``(logits (B, C), loss or None)``; keeps what :meth:`backward` needs."""
         p = self.params
         a = sparse_matmul(x, p["W1"]) + p["b1"]               # (B, H1) pre-activation of layer 1
@@ -110,7 +176,7 @@ class NumpyMLP:
             h = np.maximum(h, 0)                              # ReLU
             mask = None
             if self.training and self.dropout > 0:
-                mask = (self.rng.random(h.shape) >= self.dropout).astype(h.dtype) / (1 - self.dropout)
+                mask = (np.random.random(h.shape) >= self.dropout).astype(h.dtype) / (1 - self.dropout)
                 h = h * mask
             cache["masks"].append(mask)
             cache["inputs"].append(h)                         # input of layer k
@@ -120,7 +186,8 @@ class NumpyMLP:
         logits = h
         loss = None
         if labels is not None:
-            loss, cache["dlogits"] = cross_entropy(logits, np.asarray(labels))
+            value, cache["dlogits"] = cross_entropy(logits, np.asarray(labels))
+            loss = Loss(value, self)
         self._cache = cache
         return logits, loss
 
@@ -149,13 +216,6 @@ class NumpyMLP:
             return dense
         return g
 
-    def state_dict(self) -> dict:
-        return {k: v.copy() for k, v in self.params.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for k in self.params:
-            self.params[k] = np.array(state[k], dtype=np.float32)
-
 
 class AdamWNumpy:
     """Adam (Kingma & Ba 2015, Algorithm 1) with decoupled weight decay (AdamW, Loshchilov & Hutter 2019).
@@ -169,41 +229,70 @@ class AdamWNumpy:
     *lazy* update of ``torch.optim.SparseAdam``: m, v and w change only on the rows in ``ids``, with
     ``w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`` and no weight decay. Touching
     ~25k of 200k rows instead of all of them is what makes a step cheap.
+
+    Like a torch optimizer it works on the model's parameters and gradients in place:
+    ``AdamWNumpy(model.params, model.grads, ...)``, then ``zero_grad()``, ``loss.backward()``, ``step()``.
     """
 
-    def __init__(self, params: dict, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params: dict, grads: dict, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01):
-        self.params, self.lr, self.betas, self.eps, self.weight_decay = params, lr, betas, eps, weight_decay
+        self.params, self.grads = params, grads  # the model's own dicts (backward() fills grads)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self.param_groups = [{"lr": lr}]  # as in torch: scripts.schedule.set_lr writes the lr here
         self.t = 0
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
 
-    def step(self, grads: dict) -> None:
+    @property
+    def lr(self) -> float:
+        return self.param_groups[0]["lr"]
+
+    def zero_grad(self) -> None:
+        self.grads.clear()
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """Scale all gradients so that their global L2 norm is at most ``max_norm`` (what
+        ``torch.nn.utils.clip_grad_norm_`` does); returns the norm before clipping.
+        ``W1``'s sparse rows are unique (summed in :func:`sparse_matmul_grad`), so they count once."""
+        blocks = [g[1] if isinstance(g, tuple) else g for g in self.grads.values()]
+        total = float(np.sqrt(sum(float(np.sum(b.astype(np.float64) ** 2)) for b in blocks)))
+        if total > max_norm:
+            scale = np.float32(max_norm / (total + 1e-6))
+            for k, g in self.grads.items():
+                self.grads[k] = (g[0], g[1] * scale) if isinstance(g, tuple) else g * scale
+        return total
+
+    def step(self) -> None:
         b1, b2 = self.betas
+        lr = self.lr
         self.t += 1
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         for k, w in self.params.items():
-            g, m, v = grads[k], self.m[k], self.v[k]
+            if k not in self.grads:  # no gradient (like p.grad is None): no update
+                continue
+            g, m, v = self.grads[k], self.m[k], self.v[k]
             if isinstance(g, tuple):  # lazy (SparseAdam) update of the touched rows only
                 ids, rows = g
                 m_new = b1 * m[ids] + (1 - b1) * rows
                 v_new = b2 * v[ids] + (1 - b2) * rows * rows
                 m[ids], v[ids] = m_new, v_new
-                w[ids] -= (self.lr * np.sqrt(c2) / c1) * m_new / (np.sqrt(v_new) + self.eps)
+                w[ids] -= (lr * np.sqrt(c2) / c1) * m_new / (np.sqrt(v_new) + self.eps)
                 continue
-            w *= 1 - self.lr * self.weight_decay
+            w *= 1 - lr * self.weight_decay
             m *= b1
             m += (1 - b1) * g
             v *= b2
             v += (1 - b2) * g * g
-            w -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            w -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
 
     def state_dict(self) -> dict:
-        return {"t": self.t, "lr": self.lr, "m": {k: v.copy() for k, v in self.m.items()},
-                "v": {k: v.copy() for k, v in self.v.items()}}
+        """Step count, lr and both moments (as torch tensors: ready for a checkpoint)."""
+        return {"t": self.t, "lr": self.lr, "m": {k: _tensor(v) for k, v in self.m.items()},
+                "v": {k: _tensor(v) for k, v in self.v.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.t, self.lr = int(state["t"]), float(state["lr"])
+        self.t = int(state["t"])
+        self.param_groups[0]["lr"] = float(state["lr"])
         for k in self.m:
-            self.m[k][...] = state["m"][k]
-            self.v[k][...] = state["v"][k]
+            self.m[k][...] = _array(state["m"][k])
+            self.v[k][...] = _array(state["v"][k])

@@ -34,15 +34,21 @@ class TorchMLP(nn.Module):
         nn.init.uniform_(self.embed.weight, -bound, bound)
         nn.init.uniform_(self.b1, -bound, bound)
 
-    def forward(self, x, labels: torch.Tensor | None = None):
+    def forward(self, x, labels: torch.Tensor | np.ndarray | None = None):
         if isinstance(x, SparseRows):
             x = x.to_torch(self.b1.device)
+        if isinstance(labels, np.ndarray):
+            labels = torch.from_numpy(labels).to(self.b1.device)
         indices, offsets, weights = x
         h = self.embed(indices, offsets, per_sample_weights=weights) + self.b1  # (B, H1)
         for layer in self.layers:
             h = layer(self.dropout(F.relu(h)))                                  # (B, H_k) ... (B, C)
         loss = None if labels is None else F.cross_entropy(h, labels)
         return h, loss
+
+    def as_numpy(self) -> dict[str, np.ndarray]:
+        """The weights as NumPy arrays in :class:`NumpyMLP`'s layout (``W`` as (in, out))."""
+        return numpy_params(self)
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -106,6 +112,28 @@ class MLPOptimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.sparse.zero_grad(set_to_none)
         self.dense.zero_grad(set_to_none)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """Both optimizers' groups (``scripts.schedule.set_lr`` writes the scheduled lr into each)."""
+        return self.sparse.param_groups + self.dense.param_groups
+
+    @torch.no_grad()
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """``torch.nn.utils.clip_grad_norm_`` for a model with a sparse gradient (which that function
+        cannot take): the global L2 norm over every gradient, ``W1``'s duplicate rows summed first;
+        if it exceeds ``max_norm`` all gradients are scaled by ``max_norm / norm``. Returns the norm."""
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        for p in params:
+            if p.grad.is_sparse:
+                p.grad = p.grad.coalesce()
+        norms = [(p.grad._values() if p.grad.is_sparse else p.grad).double().norm() for p in params]
+        total = float(torch.stack(norms).norm()) if norms else 0.0
+        if total > max_norm:
+            scale = max_norm / (total + 1e-6)
+            for p in params:
+                p.grad.mul_(scale)
+        return total
 
     def step(self) -> None:
         self.sparse.step()

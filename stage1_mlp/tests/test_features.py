@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from scripts.cli import UserError
-from stage1_mlp.datasets.sources import (BUNDLED, load_for_training, load_split, stratified_folds,
-                                         stratified_split)
+from stage1_mlp.datasets.sources import BUNDLED, load_for_training, load_split, stratified_folds, stratified_split
 from stage1_mlp.datasets.text import add_ngrams, tokenize
 from stage1_mlp.datasets.vectorizer import NgramVectorizer
 

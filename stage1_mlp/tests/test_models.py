@@ -67,7 +67,7 @@ def test_numpy_gradients_match_finite_differences(dropout):
     nm.params = {k: v.astype(np.float64) for k, v in nm.params.items()}
 
     def loss_at():
-        nm.rng = np.random.default_rng(123)
+        np.random.seed(123)  # dropout masks come from NumPy's global RNG
         return nm.forward(x, y)[1]
 
     loss_at()
@@ -122,16 +122,68 @@ def test_numpy_optimizer_matches_torch_training():
     tm = TorchMLP(V, (8,), C)
     nm = NumpyMLP(V, (8,), C)
     nm.load_state_dict(numpy_params(tm))
-    topt, nopt = MLPOptimizer(tm, lr=1e-2, weight_decay=0.1), AdamWNumpy(nm.params, lr=1e-2, weight_decay=0.1)
+    topt, nopt = MLPOptimizer(tm, lr=1e-2, weight_decay=0.1), AdamWNumpy(nm.params, nm.grads, lr=1e-2, weight_decay=0.1)
     for seed in range(5):
         x, y = random_batch(seed)
-        topt.zero_grad()
-        tm(x, torch.from_numpy(y))[1].backward()
-        topt.step()
-        nm.forward(x, y)
-        nopt.step(nm.backward())
+        for model, opt in ((tm, topt), (nm, nopt)):  # the same four lines for both implementations
+            opt.zero_grad()
+            model(x, y)[1].backward()
+            opt.step()
     for name, p in numpy_params(tm).items():
         np.testing.assert_allclose(nm.params[name], p, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e6])
+def test_grad_clip_numpy_equals_torch_and_bounds_the_norm(max_norm):
+    """Global-norm clipping by hand (NumPy) and on a sparse + dense torch model give the same gradients;
+    a norm below the limit leaves them untouched."""
+    torch.manual_seed(2)
+    tm = TorchMLP(V, (8,), C)
+    nm = NumpyMLP(V, (8,), C)
+    nm.load_state_dict(numpy_params(tm))
+    x, y = random_batch(3, lens=(3, 3, 5, 1, 4, 2))
+    x.indices[1] = x.indices[0]  # a repeated n-gram id within a row: its sparse gradient rows must be summed
+    topt, nopt = MLPOptimizer(tm, lr=1e-2), AdamWNumpy(nm.params, nm.grads, lr=1e-2)
+    tm(x, y)[1].backward()
+    nm(x, y)[1].backward()
+    before = {k: nm.dense_grad(k).copy() for k in nm.params}
+    n_numpy, n_torch = nopt.clip_grad_norm(max_norm), topt.clip_grad_norm(max_norm)
+    assert n_numpy == pytest.approx(n_torch, rel=1e-5)
+    assert n_numpy == pytest.approx(np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in before.values())), rel=1e-6)
+    after = {k: nm.dense_grad(k) for k in nm.params}
+    total = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in after.values()))
+    if max_norm < n_numpy:
+        assert total == pytest.approx(max_norm, rel=1e-4)
+    else:
+        assert all(np.array_equal(after[k], before[k]) for k in before)
+    for name, g in torch_grads(tm).items():
+        np.testing.assert_allclose(after[name], g, rtol=1e-4, atol=1e-8, err_msg=name)
+
+
+def test_numpy_model_and_optimizer_follow_the_torch_contract():
+    """parameters(), state_dict()/load_state_dict() with tensors (checkpoint-ready), train()/eval(),
+    forward(x, labels) -> (logits, loss) with loss.item()/loss.backward(), optimizer state round trip."""
+    x, y = random_batch()
+    nm = NumpyMLP(V, (6,), C, dropout=0.5, seed=1)
+    opt = AdamWNumpy(nm.params, nm.grads, lr=1e-2)
+    assert sum(p.size for p in nm.parameters()) == sum(p.numel() for p in TorchMLP(V, (6,), C).parameters())
+    logits, loss = nm(x, y)
+    assert logits.shape == (len(y), C) and isinstance(loss.item(), float)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    state, ostate = nm.state_dict(), opt.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert all(isinstance(v, torch.Tensor) for k in ("m", "v") for v in ostate[k].values())
+    other = NumpyMLP(V, (6,), C, seed=99)
+    other.load_state_dict(state)
+    other_opt = AdamWNumpy(other.params, other.grads, lr=1.0)
+    other_opt.load_state_dict(ostate)
+    assert other_opt.t == 1 and other_opt.lr == 1e-2
+    nm.eval(), other.eval()
+    np.testing.assert_array_equal(nm(x)[0], other(x)[0])  # eval mode: no dropout, same weights, same logits
+    opt.zero_grad()
+    assert not nm.grads
 
 
 @pytest.mark.parametrize("impl", ["numpy", "torch"])
@@ -139,10 +191,12 @@ def test_overfits_a_tiny_batch(impl):
     x, y = random_batch(7, lens=(4, 5, 3, 6, 2, 5, 4, 3))
     if impl == "numpy":
         m = NumpyMLP(V, (16,), C, dropout=0.0, seed=0)
-        opt = AdamWNumpy(m.params, lr=0.05, weight_decay=0.0)
+        opt = AdamWNumpy(m.params, m.grads, lr=0.05, weight_decay=0.0)
         for _ in range(150):
-            _, loss = m.forward(x, y)
-            opt.step(m.backward())
+            opt.zero_grad()
+            _, loss = m(x, y)
+            loss.backward()
+            opt.step()
     else:
         torch.manual_seed(0)
         m = TorchMLP(V, (16,), C)
