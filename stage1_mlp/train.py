@@ -315,7 +315,7 @@ def final_result(run: Run, state: dict, reason: str, wall_s: float, load_at_star
         samples_per_s=state["examples"] / max(state["train_s"], 1e-9),
         extra={"stop_reason": reason, "steps": state["step"], "epochs_run": round(state["step"] / run.n_batches, 4),
                "best_step": state["best_step"], "best_epoch": round(state["best_step"] / run.n_batches, 4),
-               "n_train": len(run.train.labels), "history": state["history"],
+               "steps_per_epoch": run.n_batches, "n_train": len(run.train.labels), "history": state["history"],
                "resumed_at_steps": state["resumed_at_steps"],
                "reproduce_command": reproduce_command(run.cfg, run.budget, state["step"]),
                "budget": run.budget.summary(state["step"]), "peak_rss_mb": peak_rss_mb(),
