@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="score only about N examples, stratified (0 = all; smoke runs)")
     p.add_argument("--batch_size", type=int, default=4096, help="batch size for scoring and the throughput figure")
     p.add_argument("--latency_samples", type=int, default=200, help="texts timed one by one for the batch-1 latency")
-    p.add_argument("--run_dir", default="", help="folder for the confusion-matrix PNG "
+    p.add_argument("--run_dir", default="", help=HELP["run_dir"] + "; here the confusion-matrix PNG "
                                                  "(default: runs/eval_<dataset>_<time>)")
     p.add_argument("--name", default="", help="result file name (default: eval_<dataset>_<impl>)")
     add_device_args(p)
