@@ -223,6 +223,15 @@ def should_stop(run: Run, state: dict, elapsed_s: float) -> str | None:
     return run.budget.stop_reason(state["step"], elapsed_s)
 
 
+def time_one_evaluation(run: Run) -> float:
+    """For a time budget's plan: the evaluation time per training step (one validation pass / its interval)."""
+    t = time.perf_counter()
+    evaluate(run)
+    spent = time.perf_counter() - t
+    run.eval_s_per_step = spent / (run.cfg.eval_every or run.n_batches)
+    return spent
+
+
 # ----- 4. the loop ---------------------------------------------------------------------------
 def train_loop(run: Run, state: dict, stop: StopRequest) -> str:
     """Steps until a budget, the epochs or early stopping ends the run; returns the reason. A Ctrl-C only
@@ -244,11 +253,8 @@ def train_loop(run: Run, state: dict, stop: StopRequest) -> str:
         bar.update(1)
         run.budget.observe(state["step"], time.perf_counter() - t0, time.perf_counter() - t_step,
                            eval_s_per_step=run.eval_s_per_step)
-        if run.budget.needs_calibration(state["step"]):  # time one validation pass for the time budget's plan
-            t_eval = time.perf_counter()
-            evaluate(run)
-            run.eval_s_per_step = (time.perf_counter() - t_eval) / (cfg.eval_every or run.n_batches)
-            t0 += time.perf_counter() - t_eval
+        if run.budget.needs_calibration(state["step"]):
+            t0 += time_one_evaluation(run)  # not training time
         if state["step"] % cfg.log_every == 0:
             dt, n = time.perf_counter() - t_log, len(log_losses)
             run.logger.log(state["step"], epoch=round(state["step"] / run.n_batches, 3),
