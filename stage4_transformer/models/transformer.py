@@ -60,8 +60,8 @@ class TransformerConfig:
     fused_qkv: bool = field(default=False, metadata={"help": "one 3C x C projection for Q, K, V (scratch impl)"})
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing epsilon of the training loss"})
     pad_id: int = field(default=0, metadata={"help": "id of <pad> (ignored by the loss and masked in attention)"})
-    bos_id: int = field(default=1, metadata={"help": "id of <bos> (first decoder input)"})
-    eos_id: int = field(default=2, metadata={"help": "id of <eos> (ends a hypothesis)"})
+    bos_id: int = field(default=2, metadata={"help": "id of <bos> (first decoder input)"})
+    eos_id: int = field(default=3, metadata={"help": "id of <eos> (ends a hypothesis)"})
 
     def __post_init__(self):
         validate(self, layers=("enc_layers", "dec_layers"), special=("pad_id", "bos_id", "eos_id"))
