@@ -215,6 +215,27 @@ class Transformer(nn.Module):
                                    ignore_index=self.cfg.pad_id, label_smoothing=self.cfg.label_smoothing)
         return logits, loss
 
+    @torch.no_grad()
+    def attention_maps(self, src, src_mask, tgt_in) -> dict:
+        """Attention weights of every layer and head for one teacher-forced pass (scratch implementation):
+        ``{"encoder": [(B, h, S, S)] * enc_layers, "decoder": [(B, h, T, T)] * dec_layers,
+        "cross": [(B, h, T, S)] * dec_layers}``. With ``tgt_in = [<bos>] + a decoded output`` these are exactly
+        the weights the search used (position t sees only tokens <= t), so decoding need not record them."""
+        if self.cfg.impl != "scratch":
+            raise ValueError("attention_maps needs impl='scratch' (our modules keep their weights)")
+        groups = {"encoder": [la.self_attn for la in self.encoder.layers],
+                  "decoder": [la.self_attn for la in self.decoder.layers],
+                  "cross": [la.cross_attn for la in self.decoder.layers]}
+        mods = [m for ms in groups.values() for m in ms]
+        for m in mods:
+            m.keep_weights = True
+        try:
+            self.forward(src, src_mask, tgt_in)
+            return {name: [m.weights for m in ms] for name, ms in groups.items()}
+        finally:
+            for m in mods:
+                m.keep_weights, m.weights = False, None
+
     # ----- incremental decoding ----------------------------------------------------------------------------
 
     def new_cache(self) -> dict:
