@@ -21,7 +21,7 @@ def test_notebook_has_no_outputs_and_runs(monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
 
     n_train, n_val, steps = map(int, re.search(r"train (\d+) / val (\d+) reviews, (\d+) steps", text).groups())
-    assert (n_train, n_val) == (2000, 200) and steps == 3 * -(-2000 // 64)  # 3 epochs of batch 64
+    assert (n_train, n_val) == (1500, 200) and steps == 3 * -(-1500 // 64)  # 3 epochs of batch 64
     assert f"{n_train:,}" in prose and f"{n_val} 条" in prose and "4,000" in prose and "3 个 epoch" in prose
 
     acc_train = float(re.search(r"validation accuracy: ([\d.]+)", text).group(1))
