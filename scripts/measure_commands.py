@@ -284,7 +284,32 @@ def child_env(results_root: Path, extra: dict | None = None) -> dict:
     return env
 
 
-def measure(spec: Command, root: Path, work: Path, done: dict, timeout: float = 600) -> dict:
+def runnable_others(seconds: float = 2.0) -> float:
+    """Mean number of other runnable processes over ``seconds`` (``/proc/loadavg``; 0 where unknown)."""
+    samples = []
+    for _ in range(max(1, int(seconds / 0.1))):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                samples.append(int(f.read().split()[3].split("/")[0]) - 1)  # less this reader
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        time.sleep(0.1)
+    return sum(samples) / len(samples)
+
+
+def wait_until_idle(max_wait_s: float, threshold: float = 0.5) -> float:
+    """Wait (at most ``max_wait_s``) until no other process competes for the CPU; returns the last reading."""
+    deadline = time.time() + max_wait_s
+    busy = runnable_others()
+    while busy > threshold and time.time() < deadline:
+        print(f"    waiting for an idle CPU ({busy:.1f} other runnable processes)", flush=True)
+        time.sleep(5)
+        busy = runnable_others()
+    return round(busy, 2)
+
+
+def measure(spec: Command, root: Path, work: Path, done: dict, timeout: float = 600,
+            wait_idle_s: float = 0) -> dict:
     """Run one command with a bounded budget in ``root/<stage>``; returns the measurement record."""
     stage_dir = root / spec.stage
     results_root = work / "results"
@@ -323,6 +348,7 @@ def measure(spec: Command, root: Path, work: Path, done: dict, timeout: float = 
         if out_flag:
             added += [out_flag, str(run_dir)]
             run_argv += [out_flag, str(run_dir)]
+    busy = wait_until_idle(wait_idle_s) if wait_idle_s else None
     run = run_measured([sys.executable, *run_argv[1:]], stage_dir, env, timeout)
     if run["returncode"] != 0:
         tail = "\n".join(run["output"].splitlines()[-15:])
@@ -330,8 +356,9 @@ def measure(spec: Command, root: Path, work: Path, done: dict, timeout: float = 
     result = newest_result(results_root, spec.stage)
     record = {
         "kind": KIND, "key": spec.key, "stage": spec.stage, "command": f"cd {spec.stage} && {spec.command}",
+        "order": [c.key for c in COMMANDS].index(spec.key) if spec.key in [c.key for c in COMMANDS] else 0,
         "measured_command": f"cd {spec.stage} && MY_LLM_DATA=<data dir> " + " ".join(
-            shlex.quote(w) for w in [*argv, *added] if not w.startswith(str(work))) + " (temporary output folders)",
+            "<tmp>" if w.startswith(str(work)) else shlex.quote(w) for w in [*argv, *added]),
         "added_flags": [w if not w.startswith(str(work)) else "<tmp>" for w in added],
         "data": "full dataset ($MY_LLM_DATA)" if os.environ.get("MY_LLM_DATA") else "bundled / default data",
         "data_sha256": (result or {}).get("data_sha256"),
@@ -339,7 +366,7 @@ def measure(spec: Command, root: Path, work: Path, done: dict, timeout: float = 
                      "peak_rss_source": "ru_maxrss of the process (os.wait4)"},
         "device": hardware(), "torch": _torch_version(), "git_commit": git_commit(root),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "load_avg_1min": round(os.getloadavg()[0], 2), "runnable_before": busy,
     }
     if result and result.get("peak_rss_mb") is not None:
         record["measured"]["result_peak_rss_mb"] = result["peak_rss_mb"]
@@ -390,6 +417,8 @@ def main(argv=None) -> int:
     p.add_argument("--out_dir", type=Path, default=None, help="where the records go (default: "
                                                             "<root>/results/reported/commands)")
     p.add_argument("--no_write", action="store_true", help="print the summaries, write nothing")
+    p.add_argument("--wait_idle", type=float, default=0, help="before each command wait up to this many seconds "
+                                                              "until no other process is runnable (0 = do not wait)")
     args = p.parse_args(argv)
     if not os.environ.get("MY_LLM_DATA"):
         print("warning: MY_LLM_DATA is not set: the commands run on the bundled data, not the full datasets",
@@ -416,7 +445,7 @@ def main(argv=None) -> int:
                 spec = Command(**{**spec.__dict__, "steps": args.steps})
             print(f"=== {spec.key}: {spec.command}" + ("" if wanted else " (its checkpoint is needed)"), flush=True)
             try:
-                record = measure(spec, args.root, Path(tmp), done, args.timeout)
+                record = measure(spec, args.root, Path(tmp), done, args.timeout, args.wait_idle)
             except RuntimeError as e:
                 print(f"error: {e}", file=sys.stderr)
                 failed += 1

@@ -119,7 +119,7 @@ def load_measurements(root: Path) -> list[dict]:
         rec["_file"] = path.relative_to(root).as_posix()
         if rec["key"] not in newest or rec["timestamp"] > newest[rec["key"]]["timestamp"]:
             newest[rec["key"]] = rec
-    return sorted(newest.values(), key=lambda r: (r["stage"], r["key"]))
+    return sorted(newest.values(), key=lambda r: (r["stage"], r.get("order", 0), r["key"]))
 
 
 def fmt_duration(seconds: float) -> str:
@@ -158,10 +158,15 @@ def render_commands(stage: str, measurements: list[dict]) -> str:
         out.append(f"| `{command}` | {when} | {fmt_memory(meas['peak_rss_mb'])} | {how} · "
                    f"[{Path(m['_file']).name}]({'/' + m['_file']}) |")
     first = rows[0]
+    data = "完整数据集（`MY_LLM_DATA`）" if first["data"].startswith("full") else "仓库自带的数据"
+    loads = sorted(m["load_avg_1min"] for m in rows if m.get("load_avg_1min") is not None)
+    load = (f" · 测量结束时 1 分钟平均负载 {loads[0]:.1f}" + (f"–{loads[-1]:.1f}" if loads[-1] != loads[0] else "")
+            if loads else "")
+    commits = ", ".join(f"`{c}`" for c in dict.fromkeys(m["git_commit"] for m in rows))
     out.append("")
-    out.append(f"测量环境：{first['device']} · torch {first['torch']} · commit `{first['git_commit']}` · "
-               f"{first['timestamp'][:10]} · 数据：{first['data']}；峰值内存是进程自身的最大常驻内存（ru_maxrss）。"
-               f"由 `python scripts/measure_commands.py` 生成。")
+    out.append(f"测量环境：{first['device']} · torch {first['torch']} · commit {commits} · "
+               f"{first['timestamp'][:10]} · 数据：{data}{load}。峰值内存是进程自身的最大常驻内存（ru_maxrss）；"
+               f"由 `python scripts/measure_commands.py` 测量。")
     return "\n".join(out) + "\n"
 
 

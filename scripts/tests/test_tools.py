@@ -154,6 +154,7 @@ if not Path(a.model_path).is_absolute() or not Path(a.model_path).is_file():
 def test_measure_commands_times_a_bounded_run_and_report_renders_it(tmp_path, monkeypatch, capsys):
     from scripts import measure_commands as mc
 
+    monkeypatch.delenv("MY_LLM_DATA", raising=False)  # the fake stage reads no data: "bundled / default data"
     stage = tmp_path / "stage9_fake"
     stage.mkdir()
     (stage / "train.py").write_text(FAKE_TRAIN)
@@ -179,6 +180,7 @@ def test_measure_commands_times_a_bounded_run_and_report_renders_it(tmp_path, mo
     parts = meas["setup_s"] + 40 * meas["s_per_step"] + 4 * meas["s_per_eval"] + meas["end_s"]
     assert abs(est["wall_s"] - parts) < 0.2
     assert rec["command"] == "cd stage9_fake && python train.py --dataset x --epochs 4" and rec["data_sha256"] == "abc"
+    assert rec["measured_command"].endswith("--epochs 4 --max_steps 30 --log_every 3 --out_dir <tmp> --run_dir <tmp>")
     assert str(tmp_path) not in json.dumps({k: v for k, v in rec.items() if not k.startswith("_")})
 
     ev = mc.measure(evaluate, tmp_path, tmp_path / "work", {"fake_train": rec})  # exit 3 = wrong checkpoint
@@ -201,6 +203,8 @@ def test_measure_commands_times_a_bounded_run_and_report_renders_it(tmp_path, mo
     assert "old" not in text and "| `python train.py --dataset x --epochs 4` | 约 " in text and "（估计）" in text
     assert "实测 30 步后推算" in text and "4 个 epoch × 10 步" in text and "`--patience 2`" in text
     assert "| `python evaluate.py --model_path checkpoints/best_model.pt` | " in text and "（实测）" in text
+    assert text.index("python train.py --dataset x") < text.index("python evaluate.py")  # the README's order
+    assert "数据：仓库自带的数据" in text and "1 分钟平均负载" in text
     assert "](/results/reported/commands/fake_train_" in text and "尚未测量" in text  # stage8 has no measurement
     assert "待复现" in text  # the commands/ files are not results: the results table stays empty
     assert report.main(["--root", str(tmp_path), "--check"]) == 0
