@@ -87,7 +87,11 @@ COMMANDS = (
 def cli_help(stage_dir: Path, script: str, env: dict) -> str:
     proc = subprocess.run([sys.executable, script, "--help"], cwd=stage_dir, env=env, capture_output=True,
                           text=True, timeout=120)
-    return " ".join(proc.stdout.split())
+    text = " ".join(proc.stdout.split())
+    for heading in ("options:", "optional arguments:"):  # the option list, not the usage line
+        if heading in text:
+            return text[text.index(heading):]
+    return text
 
 
 def has_flag(help_text: str, flag: str) -> bool:
