@@ -4,18 +4,20 @@
     python benchmark.py speed        # scratch LSTM vs nn.LSTM, same batch, same process -> ratio
     python benchmark.py char         # char LSTM, tiny Shakespeare, 20-minute budget (target val <= 1.50 nats/char)
     python benchmark.py ptb          # word LSTM, Penn Treebank, 40-minute budget (target test ppl <= 110)
-    python benchmark.py wikitext2    # word LSTM + tied adaptive softmax, WikiText-2, 13 epochs, no time limit (target test ppl <= 100)
+    python benchmark.py wikitext2    # word LSTM + tied adaptive softmax, WikiText-2, 13 epochs, no time limit
+                                     # (target test ppl <= 100)
 
-``char``/``ptb``/``wikitext2`` call ``train.main`` with the preset flags printed below (add more flags
-after the preset name to override them, e.g. ``python benchmark.py char --max_minutes 5``); each
-writes its result file like any training run. Wrap long runs in ``flock /tmp/my_llm_bench.lock`` on a
-shared machine so timings stay honest.
+``char``/``ptb``/``wikitext2`` run ``train.py`` with the preset flags printed below (add more flags
+after the preset name to override them, e.g. ``python benchmark.py char --max_minutes 5``; ``--resume``
+continues an interrupted run); each writes its result file under ``results/stage2_rnn_lstm/`` like any
+training run, and with ``--report`` also copies it to ``results/reported/stage2_rnn_lstm/`` (the files
+README tables are built from) under its timestamped name. On a shared machine run one benchmark at a
+time, so that timings stay honest.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 # On a shared machine (more runnable threads than cores) OpenMP's default busy-waiting at barriers
@@ -26,31 +28,29 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from scripts.cli import HelpFormatter, UserError, run_cli  # noqa: E402
-from scripts.device import describe_device, pick_device
-from scripts.results import make_result, write_result
+from scripts.device import add_device_args, describe_device, pick_device
+from scripts.flags import HELP
+from scripts.results import make_result, report_result, results_dir, write_result
 from scripts.seed import seed_everything
 from stage2_rnn_lstm.models.language_model import LMConfig, RNNLanguageModel, copy_torch_to_scratch
 from stage2_rnn_lstm.utils.engine import KIND
 
 PRESETS = {
-    "char": ["--model_type", "lstm", "--vocab_type", "char", "--emb_dim", "128", "--hidden_size", "512",
-             "--num_layers", "2", "--dropout", "0.15", "--batch_size", "64", "--seq_len", "128", "--lr", "3e-3",
-             "--weight_decay", "0.01", "--lr_schedule", "wsd", "--decay_frac", "0.2", "--min_lr", "1e-4", "--eval_interval", "150",
-             "--patience", "0", "--epochs", "100", "--max_minutes", "20", "--log_interval", "25"],
-    "ptb": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "ptb", "--emb_dim", "400",
-            "--hidden_size", "400", "--num_layers", "2", "--tie_weights", "--dropout", "0.35", "--batch_size", "20",
-            "--seq_len", "35", "--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "0.01",
-            "--lr_schedule", "wsd", "--decay_frac", "0.3", "--min_lr", "1e-5", "--grad_clip", "0.5", "--patience", "0",
-            "--eval_interval", "1500", "--epochs", "100", "--max_minutes", "40", "--log_interval", "200", "--fused"],
+    "char": ("--model_type lstm --vocab_type char --emb_dim 128 --hidden_size 512 --num_layers 2 --dropout 0.15 "
+             "--batch_size 64 --seq_len 128 --lr 3e-3 --weight_decay 0.01 --lr_schedule wsd --decay_frac 0.2 "
+             "--min_lr 1e-4 --eval_every 150 --patience 0 --epochs 100 --max_minutes 20 --log_every 25").split(),
+    "ptb": ("--model_type lstm --vocab_type word --dataset ptb --emb_dim 400 --hidden_size 400 --num_layers 2 "
+            "--tie_weights --dropout 0.35 --batch_size 20 --seq_len 35 --optimizer adamw --lr 2e-3 --weight_decay 0.01 "
+            "--lr_schedule wsd --decay_frac 0.3 --min_lr 1e-5 --grad_clip 0.5 --patience 0 --eval_every 1500 "
+            "--epochs 100 --max_minutes 40 --log_every 200 --fused").split(),
     # Tied adaptive softmax (models/adaptive.py). No time limit: the LR schedule runs over 13 epochs (hours on 2 CPU
     # cores); the result file reports the wall time. A run stopped with Ctrl-C or kill continues exactly with
     # --resume (train_wall_s keeps adding up).
-    "wikitext2": ["--model_type", "lstm", "--vocab_type", "word", "--dataset", "wikitext2", "--emb_dim", "400",
-                  "--hidden_size", "400", "--num_layers", "2", "--dropout", "0.3", "--adaptive_cutoffs", "2000", "10000",
-                  "--tie_weights", "--adaptive_div", "2", "--batch_size", "20", "--seq_len", "35", "--optimizer", "adamw",
-                  "--lr", "2e-3", "--weight_decay", "0.01", "--lr_schedule", "wsd", "--decay_frac", "0.3", "--min_lr", "1e-5",
-                  "--grad_clip", "0.5", "--patience", "0", "--eval_interval", "1500", "--epochs", "13", "--log_interval", "200",
-                  "--fused"],
+    "wikitext2": ("--model_type lstm --vocab_type word --dataset wikitext2 --emb_dim 400 --hidden_size 400 "
+                  "--num_layers 2 --dropout 0.3 --adaptive_cutoffs 2000 10000 --tie_weights --adaptive_div 2 "
+                  "--batch_size 20 --seq_len 35 --optimizer adamw --lr 2e-3 --weight_decay 0.01 --lr_schedule wsd "
+                  "--decay_frac 0.3 --min_lr 1e-5 --grad_clip 0.5 --patience 0 --eval_every 1500 --epochs 13 "
+                  "--log_every 200 --fused").split(),
 }
 
 
@@ -61,7 +61,7 @@ def time_train_steps(model: RNNLanguageModel, x: torch.Tensor, y: torch.Tensor, 
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
-        _, loss, _ = model(x, y)
+        loss = model(x, y).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -77,13 +77,14 @@ def speed(argv) -> dict:
     p.add_argument("--num_layers", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3, help="alternate scratch/torch this many times; report medians")
-    p.add_argument("--device", default="auto", help="where to time the two LSTMs")
+    add_device_args(p, dtype=False)
     a = p.parse_args(argv)
     if min(a.batch_size, a.seq_len, a.hidden_size, a.num_layers, a.steps, a.rounds) <= 0:
         raise UserError("all sizes must be positive")
     device = pick_device(a.device)
     g = seed_everything(0)
-    base = dict(model_type="lstm", vocab_size=65, emb_dim=128, hidden_size=a.hidden_size, num_layers=a.num_layers, dropout=0.0)
+    base = dict(model_type="lstm", vocab_size=65, emb_dim=128, hidden_size=a.hidden_size, num_layers=a.num_layers,
+                dropout=0.0)
     models = {impl: RNNLanguageModel(LMConfig(impl=impl, **base)).to(device) for impl in ("torch", "scratch")}
     models["scratch"].load_state_dict(models["torch"].state_dict(), strict=False)  # embedding + head
     copy_torch_to_scratch(models["torch"].rnn, models["scratch"].rnn)
@@ -104,24 +105,33 @@ def speed(argv) -> dict:
                          train_wall_s=None, device=describe_device(device), seed=0, data_sha256=None,
                          primary_metric="scratch_over_torch_time", tokens_per_s=round(tok / med["scratch"], 1),
                          config={**vars(a), "device": str(device), "all_times_s": times})
-    write_result(record, name="speed_lstm_scratch_vs_torch")
-    return record
+    return record, write_result(record, name="speed_lstm_scratch_vs_torch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("benchmark", choices=["speed", *PRESETS], help="what to run")
+    p.add_argument("--report", action="store_true", help=HELP["report"])
+    p.add_argument("flags", nargs=argparse.REMAINDER,
+                   help="more flags: for a preset, train.py flags that override it; for speed, its own (speed -h)")
+    return p
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return None
-    if not argv or argv[0] not in ("speed", *PRESETS):
-        raise UserError(f"choose a benchmark: speed, {', '.join(PRESETS)} (see python benchmark.py --help)")
-    name, rest = argv[0], argv[1:]
-    if name == "speed":
-        return speed(rest)
-    from stage2_rnn_lstm import train
-    flags = PRESETS[name] + rest
-    print("python train.py " + " ".join(flags), flush=True)
-    return train.main(flags)
+    a = build_parser().parse_args(argv)
+    report = a.report or "--report" in a.flags  # also accepted after the preset's flags
+    rest = [f for f in a.flags if f != "--report"]
+    if a.benchmark == "speed":
+        record, path = speed(rest)
+    else:
+        from stage2_rnn_lstm import train
+        flags = PRESETS[a.benchmark] + rest
+        print("python train.py " + " ".join(flags), flush=True)
+        record, path = train.run(flags)
+    if report:
+        dest = report_result(path, results_dir() / "reported")
+        print(f"reported: {dest}", flush=True)
+    return record
 
 
 if __name__ == "__main__":

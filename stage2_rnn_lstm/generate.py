@@ -17,8 +17,9 @@ import sys
 
 import torch
 
-from scripts.cli import HelpFormatter, UserError, run_cli
-from scripts.device import pick_device
+from scripts.cli import HelpFormatter, UserError, repl_lines, run_cli
+from scripts.device import add_device_args, pick_device
+from scripts.flags import DEFAULT_SEED, HELP, add_checkpoint_arg
 from stage2_rnn_lstm.utils.data import EOS, UNK
 from stage2_rnn_lstm.utils.engine import load_model, sample_next
 
@@ -26,26 +27,31 @@ from stage2_rnn_lstm.utils.engine import load_model, sample_next
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Sample text from a stage-2 RNN/LSTM/GRU language model.",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--checkpoint", default="checkpoints/best_lstm_char.pt", help="a best_*.pt or last_*.pt file")
-    p.add_argument("--vocab", default=None, help="vocabulary pickle to check against the checkpoint (the checkpoint has its own copy)")
+    add_checkpoint_arg(p, "checkpoints/best_lstm_char.pt")
+    p.add_argument("--vocab", default=None,
+                   help="vocabulary pickle to check against the checkpoint (the checkpoint has its own copy)")
     p.add_argument("--prompt", default=None, help="text to continue (default: start of a line)")
-    p.add_argument("--interactive", action="store_true", help="read prompts from stdin; an empty line or Ctrl-D quits")
+    p.add_argument("--interactive", action="store_true",
+                   help="read one prompt per line from stdin; a blank line is skipped, Ctrl-D or :q quits")
     p.add_argument("--max_new_tokens", type=int, default=500, help="characters (or words) to generate")
     p.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative")
-    p.add_argument("--top_k", type=int, default=None, help="sample only among the k most likely tokens")
-    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling: smallest set with this much mass, in (0, 1]")
-    p.add_argument("--seed", type=int, default=None, help="same seed, same text")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"],
-                   help="where to sample (one token at a time: the CPU is usually fast enough)")
+    p.add_argument("--top_k", type=int, default=0, help="sample only among the k most likely tokens (0 = off)")
+    p.add_argument("--top_p", type=float, default=1.0,
+                   help="nucleus sampling: the smallest set with this much probability mass, in (0, 1] (1 = off)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=HELP["seed"] + "; here the sampling: same seed, same text")
+    add_device_args(p, dtype=False)
+    p.set_defaults(device="cpu")  # one token at a time: the CPU is usually fast enough
     return p
 
 
 def check_args(a, vocab_size: int) -> None:
     if a.temperature <= 0:
-        raise UserError(f"--temperature must be > 0 (got {a.temperature}); use a small value like 0.1 for near-greedy output")
-    if a.top_k is not None and not 1 <= a.top_k <= vocab_size:
-        raise UserError(f"--top_k must be between 1 and the vocabulary size {vocab_size} (got {a.top_k})")
-    if a.top_p is not None and not 0 < a.top_p <= 1:
+        raise UserError(f"--temperature must be > 0 (got {a.temperature}); "
+                        f"use a small value like 0.1 for near-greedy output")
+    if not 0 <= a.top_k <= vocab_size:
+        raise UserError(f"--top_k must be between 1 and the vocabulary size {vocab_size}, or 0 = off (got {a.top_k})")
+    if not 0 < a.top_p <= 1:
         raise UserError(f"--top_p must be in (0, 1] (got {a.top_p})")
     if a.max_new_tokens < 0:
         raise UserError(f"--max_new_tokens must be >= 0 (got {a.max_new_tokens})")
@@ -58,14 +64,14 @@ def generate(model, vocab, prompt_ids: list[int], max_new_tokens: int, temperatu
     """Continue ``prompt_ids``; ``on_token(id)`` is called for each new token (streaming)."""
     model.eval()
     idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)    # (1, T)
-    logits, _, state = model(idx)                                          # (1, T, V)
+    step = model(idx)                                                      # logits (1, T, V)
     out = []
     for _ in range(max_new_tokens):
-        nxt = sample_next(logits[0, -1], temperature, top_k, top_p, generator)
+        nxt = sample_next(step.logits[0, -1], temperature, top_k, top_p, generator)
         out.append(nxt)
         if on_token is not None:
             on_token(nxt)
-        logits, _, state = model(torch.tensor([[nxt]], device=device), state=state)  # (1, 1, V)
+        step = model(torch.tensor([[nxt]], device=device), state=step.state)  # logits (1, 1, V)
     return out
 
 
@@ -85,9 +91,7 @@ def main(argv=None):
     device = pick_device(a.device)
     model, vocab, _ = load_model(a.checkpoint, a.vocab, device)
     check_args(a, len(vocab))
-    generator = None
-    if a.seed is not None:
-        generator = torch.Generator().manual_seed(a.seed)
+    generator = torch.Generator().manual_seed(a.seed)
     sep = "" if vocab.vocab_type == "char" else " "
 
     def emit(i: int) -> None:
@@ -106,24 +110,18 @@ def main(argv=None):
 
     warned: set = set()
     if a.interactive:
-        print(f"{vocab.vocab_type}-level model, {len(vocab)} tokens. Type a prompt; an empty line or Ctrl-D quits.", file=sys.stderr)
-        while True:
-            try:
-                text = input("> ")
-            except EOFError:
-                break
-            if not text:
-                break
+        for text in repl_lines(f"{vocab.vocab_type}-level model, {len(vocab)} tokens. Type a prompt"):
             try:
                 run(text, warned)
             except UserError as e:  # a bad prompt should not end the session
-                print(f"error: {e}", file=sys.stderr)
+                print(f"error: {e}", file=sys.stderr, flush=True)
         return None
     if a.prompt is not None and not a.prompt.strip():
         raise UserError("empty prompt; give some text with --prompt, or leave --prompt out to start a new line")
     if a.prompt is None:  # start at a line boundary, without echoing it
         return run("\n" if vocab.vocab_type == "char" else EOS, warned, echo=False)
     return run(a.prompt, warned)
+
 
 if __name__ == "__main__":
     run_cli(main)

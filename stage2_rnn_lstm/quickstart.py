@@ -11,10 +11,9 @@ import os
 
 from scripts.cli import run_cli
 
-FLAGS = ["--model_type", "lstm", "--vocab_type", "char", "--data_dir", "data", "--emb_dim", "32", "--hidden_size", "192",
-         "--num_layers", "1", "--dropout", "0.0", "--batch_size", "32", "--seq_len", "64", "--lr", "1e-2",
-         "--max_steps", "200", "--eval_interval", "100", "--log_interval", "50",
-         "--checkpoint_dir", "checkpoints/quickstart", "--run_dir", "runs/quickstart"]
+FLAGS = ("--model_type lstm --vocab_type char --data_dir data --emb_dim 32 --hidden_size 192 --num_layers 1 "
+         "--dropout 0.0 --batch_size 32 --seq_len 64 --lr 1e-2 --max_steps 200 --eval_every 100 --log_every 50 "
+         "--out_dir checkpoints/quickstart --run_dir runs/quickstart").split()
 
 
 def main(argv=None):

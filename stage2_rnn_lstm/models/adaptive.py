@@ -36,7 +36,8 @@ class TiedAdaptiveEmbedding(nn.Module):
         self.dims = [int(dim // div_value ** i) for i in range(n_clusters)]
         if min(self.dims) < 1:
             raise ValueError(f"div_value {div_value} leaves a cluster with no dimensions (dims {self.dims})")
-        self.tables = nn.ModuleList(nn.Embedding(hi - lo, d) for lo, hi, d in zip(self.bounds, self.bounds[1:], self.dims))
+        self.tables = nn.ModuleList(nn.Embedding(hi - lo, d)
+                                    for lo, hi, d in zip(self.bounds, self.bounds[1:], self.dims))
         self.projs = nn.ModuleList(nn.Linear(d, dim, bias=False) for d in self.dims[1:])  # weight: (dim, d_i)
         self.cluster = nn.Linear(dim, n_clusters - 1, bias=False)  # one head logit per tail cluster
         for table in self.tables:

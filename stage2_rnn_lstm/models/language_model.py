@@ -7,19 +7,22 @@ tensors, so training, evaluation and generation are written once.
 
 Model contract (makemore-style, plus the recurrent state that truncated BPTT carries)::
 
-    logits, loss, state = model(idx, targets=None, state=None)
-    # idx, targets: (B, T) token ids; logits: (B, T, V); loss: mean cross-entropy in nats/token
+    out = model(idx, targets=None, state=None)     # always an LMOutput, whatever the flags
+    out.logits   # (B, T, V) next-token scores (log_softmax gives the distribution)
+    out.loss     # mean cross-entropy in nats/token; None when no targets were given
+    out.state    # the recurrent state to carry into the next segment (truncated BPTT)
 
 Options: weight tying (Press & Wolf 2017; Inan et al. 2017) shares the embedding matrix with the
 output layer (needs ``emb_dim == hidden_size``); an adaptive softmax (Grave et al. 2017,
 ``nn.AdaptiveLogSoftmaxWithLoss``) makes a 33k-word output layer cheap on CPU; with both, the
 input embeddings become adaptive too and share the softmax's weights
-(:mod:`stage2_rnn_lstm.models.adaptive`). With an adaptive softmax and ``targets`` given,
-``logits`` is ``None`` (only the loss is computed); without targets it holds log-probabilities.
+(:mod:`stage2_rnn_lstm.models.adaptive`). An adaptive softmax computes the loss without scoring
+the whole vocabulary; its ``out.logits`` are log-probabilities, computed only when first read.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -42,8 +45,10 @@ class LMConfig:
     emb_dim: int = field(default=128, metadata={"help": "embedding size"})
     hidden_size: int = field(default=512, metadata={"help": "hidden units per recurrent layer"})
     num_layers: int = field(default=2, metadata={"help": "stacked recurrent layers"})
-    dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings, between layers and before the output"})
-    tie_weights: bool = field(default=False, metadata={"help": "share embedding and output weights (emb_dim must equal hidden_size)"})
+    dropout: float = field(default=0.2, metadata={
+        "help": "dropout on embeddings, between layers and before the output"})
+    tie_weights: bool = field(default=False, metadata={
+        "help": "share embedding and output weights (emb_dim must equal hidden_size)"})
     adaptive_cutoffs: tuple[int, ...] = field(default=(), metadata={
         "help": "adaptive softmax with these cutoffs (e.g. 2000 10000), for big vocabularies; with --tie_weights the "
                 "input embeddings are adaptive too and share its weights"})
@@ -51,12 +56,35 @@ class LMConfig:
         "help": "adaptive softmax: each cluster after the first has div times fewer dimensions than the one before"})
 
 
+@dataclass
+class LMOutput:
+    """What :meth:`RNNLanguageModel.forward` returns, for every output layer.
+
+    ``logits`` are computed on first access from ``hidden``: the adaptive softmax's training loss
+    never needs the (B, T, V) scores, so a training step does not pay for them.
+    """
+
+    loss: torch.Tensor | None          # mean cross-entropy (nats/token); None without targets
+    state: object                      # (L, B, H), or an (h, c) pair for the LSTM
+    hidden: torch.Tensor               # (B, T, H): the top layer's outputs after dropout
+    score: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)  # hidden -> (B, T, V) logits
+    _logits: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        if self._logits is None:
+            self._logits = self.score(self.hidden)
+        return self._logits
+
+
 class RNNLanguageModel(nn.Module):
     def __init__(self, config: LMConfig):
         super().__init__()
         if config.tie_weights and config.emb_dim != config.hidden_size:
-            raise ValueError(f"--tie_weights needs emb_dim == hidden_size (got {config.emb_dim} and {config.hidden_size})")
-        if config.adaptive_cutoffs and not (0 < min(config.adaptive_cutoffs) and max(config.adaptive_cutoffs) < config.vocab_size):
+            raise ValueError(f"--tie_weights needs emb_dim == hidden_size "
+                             f"(got {config.emb_dim} and {config.hidden_size})")
+        cutoffs = config.adaptive_cutoffs
+        if cutoffs and not (0 < min(cutoffs) and max(cutoffs) < config.vocab_size):
             raise ValueError(f"--adaptive_cutoffs must lie between 0 and the vocabulary size {config.vocab_size}")
         self.config = config
         if config.adaptive_cutoffs and config.tie_weights:  # one module embeds the input and scores the output
@@ -70,7 +98,8 @@ class RNNLanguageModel(nn.Module):
             self.rnn = TORCH_RNNS[config.model_type](config.emb_dim, config.hidden_size, config.num_layers,
                                                      batch_first=True, dropout=between)
         else:
-            self.rnn = RecurrentScratch(config.model_type, config.emb_dim, config.hidden_size, config.num_layers, between)
+            self.rnn = RecurrentScratch(config.model_type, config.emb_dim, config.hidden_size, config.num_layers,
+                                        between)
         self.head = self.adaptive = None
         if config.adaptive_cutoffs and not config.tie_weights:
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, config.vocab_size,
@@ -82,28 +111,34 @@ class RNNLanguageModel(nn.Module):
         if isinstance(self.embedding, nn.Embedding):
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state=None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state=None) -> LMOutput:
         x = self.drop(self.embedding(idx))           # (B, T, E)
         return self.forward_embeddings(x, targets, state)
 
-    def forward_embeddings(self, x: torch.Tensor, targets: torch.Tensor | None = None, state=None):
+    def forward_embeddings(self, x: torch.Tensor, targets: torch.Tensor | None = None, state=None) -> LMOutput:
         """The model from embedded inputs x: (B, T, E) on; the notebook takes gradients w.r.t. x."""
         out, state = self.rnn(x, state)              # (B, T, H), state: (L, B, H) or a pair of them
         out = self.drop(out)
         B, T, H = out.shape
-        if self.head is None:  # adaptive softmax, tied (our module) or not (nn.AdaptiveLogSoftmaxWithLoss)
-            flat = out.reshape(B * T, H)
-            if targets is not None:
-                if self.adaptive is not None:
-                    return None, self.adaptive(flat, targets.reshape(B * T)).loss, state
-                return None, self.embedding.loss(flat, targets.reshape(B * T)), state
-            scorer = self.adaptive if self.adaptive is not None else self.embedding
-            return scorer.log_prob(flat).view(B, T, -1), None, state
-        logits = self.head(out)                      # (B, T, V)
+        if self.head is not None:
+            logits = self.head(out)                  # (B, T, V)
+            loss = None if targets is None else F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
+            return LMOutput(loss, state, out, self.head, logits)
+        # adaptive softmax, tied (our module) or not (nn.AdaptiveLogSoftmaxWithLoss): the loss without full scores
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T))
-        return logits, loss, state
+            flat, flat_targets = out.reshape(B * T, H), targets.reshape(B * T)
+            if self.adaptive is not None:
+                loss = self.adaptive(flat, flat_targets).loss
+            else:
+                loss = self.embedding.loss(flat, flat_targets)
+        return LMOutput(loss, state, out, self._adaptive_log_probs)
+
+    def _adaptive_log_probs(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) -> (B, T, V) log-probabilities of every word under the adaptive softmax."""
+        B, T, H = out.shape
+        scorer = self.adaptive if self.adaptive is not None else self.embedding
+        return scorer.log_prob(out.reshape(B * T, H)).view(B, T, -1)
 
     @staticmethod
     def detach_state(state):

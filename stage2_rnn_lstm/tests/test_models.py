@@ -4,17 +4,23 @@ import torch
 import torch.nn as nn
 
 from stage2_rnn_lstm.models.adaptive import TiedAdaptiveEmbedding
-from stage2_rnn_lstm.models.language_model import TORCH_RNNS, LMConfig, RNNLanguageModel, copy_torch_to_scratch
+from stage2_rnn_lstm.models.language_model import (
+    TORCH_RNNS,
+    LMConfig,
+    LMOutput,
+    RNNLanguageModel,
+    copy_torch_to_scratch,
+)
 from stage2_rnn_lstm.models.rnn_scratch import RecurrentScratch
 from stage2_rnn_lstm.utils.engine import sample_next
 
-B, T, I, H = 3, 7, 5, 6
+B, T, IN, H = 3, 7, 5, 6
 
 
 def _pair(cell_type, num_layers):
     torch.manual_seed(0)
-    ref = TORCH_RNNS[cell_type](I, H, num_layers, batch_first=True).double()
-    ours = RecurrentScratch(cell_type, I, H, num_layers).double()
+    ref = TORCH_RNNS[cell_type](IN, H, num_layers, batch_first=True).double()
+    ours = RecurrentScratch(cell_type, IN, H, num_layers).double()
     copy_torch_to_scratch(ref, ours)
     return ref, ours
 
@@ -28,7 +34,7 @@ def _states(s):
 @pytest.mark.parametrize("with_state", [False, True])
 def test_scratch_matches_torch_outputs_states_and_gradients(cell_type, num_layers, with_state):
     ref, ours = _pair(cell_type, num_layers)
-    x = torch.randn(B, T, I, dtype=torch.float64)
+    x = torch.randn(B, T, IN, dtype=torch.float64)
     x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
     state = None
     if with_state:
@@ -50,13 +56,23 @@ def test_scratch_matches_torch_outputs_states_and_gradients(cell_type, num_layer
     torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=1e-10, rtol=1e-10)
     for k, cell in enumerate(ours.layers):
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            torch.testing.assert_close(getattr(cell, name).grad, getattr(ref, f"{name}_l{k}").grad, atol=1e-10, rtol=1e-10)
+            torch.testing.assert_close(getattr(cell, name).grad, getattr(ref, f"{name}_l{k}").grad,
+                                       atol=1e-10, rtol=1e-10)
+
+
+def _torch_name(scratch_name: str) -> str:
+    """``rnn.layers.1.weight_hh`` (ours) -> ``rnn.weight_hh_l1`` (nn.LSTM's name for the same tensor)."""
+    parts = scratch_name.split(".")
+    if parts[0] == "rnn":
+        return f"rnn.{parts[3]}_l{parts[2]}"
+    return scratch_name
 
 
 @pytest.mark.parametrize("model_type", ["rnn", "lstm", "gru"])
 def test_language_model_scratch_equals_torch_float32(model_type):
-    """Whole model, float32, default init path: logits, loss and every gradient within 1e-5."""
-    base = dict(model_type=model_type, vocab_size=11, emb_dim=8, hidden_size=8, num_layers=2, dropout=0.0, tie_weights=True)
+    """Whole model, float32, default init path: logits, loss and every parameter's gradient within 1e-5."""
+    base = dict(model_type=model_type, vocab_size=11, emb_dim=8, hidden_size=8, num_layers=2, dropout=0.0,
+                tie_weights=True)
     torch.manual_seed(1)
     ref = RNNLanguageModel(LMConfig(impl="torch", **base))
     ours = RNNLanguageModel(LMConfig(impl="scratch", **base))
@@ -64,26 +80,30 @@ def test_language_model_scratch_equals_torch_float32(model_type):
     copy_torch_to_scratch(ref.rnn, ours.rnn)
     idx = torch.randint(0, 11, (4, 9))
     tgt = torch.randint(0, 11, (4, 9))
-    lr, loss_r, _ = ref(idx, tgt)
-    lo, loss_o, _ = ours(idx, tgt)
-    torch.testing.assert_close(lo, lr, atol=1e-5, rtol=1e-5)
-    loss_r.backward()
-    loss_o.backward()
+    out_r, out_o = ref(idx, tgt), ours(idx, tgt)
+    torch.testing.assert_close(out_o.logits, out_r.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_o.loss, out_r.loss, atol=1e-6, rtol=1e-6)
+    out_r.loss.backward()
+    out_o.loss.backward()
     assert ours.head.weight is ours.embedding.weight  # tied
-    torch.testing.assert_close(ours.embedding.weight.grad, ref.embedding.weight.grad, atol=1e-5, rtol=1e-5)
-    for k, cell in enumerate(ours.rnn.layers):
-        torch.testing.assert_close(cell.weight_hh.grad, getattr(ref.rnn, f"weight_hh_l{k}").grad, atol=1e-5, rtol=1e-5)
+    ref_params = dict(ref.named_parameters())
+    ours_params = dict(ours.named_parameters())
+    assert {_torch_name(n) for n in ours_params} == set(ref_params)  # every parameter has its counterpart
+    for name, p in ours_params.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(p.grad, ref_params[_torch_name(name)].grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_carried_state_equals_one_long_sequence():
     """Truncated BPTT's premise: two halves with the state carried = the whole sequence at once."""
     torch.manual_seed(0)
-    m = RNNLanguageModel(LMConfig(impl="scratch", vocab_size=10, emb_dim=4, hidden_size=5, num_layers=2, dropout=0.0)).eval()
+    m = RNNLanguageModel(LMConfig(impl="scratch", vocab_size=10, emb_dim=4, hidden_size=5, num_layers=2,
+                                  dropout=0.0)).eval()
     idx = torch.randint(0, 10, (2, 12))
-    full, _, _ = m(idx)
-    first, _, s = m(idx[:, :5])
-    second, _, _ = m(idx[:, 5:], state=m.detach_state(s))
-    torch.testing.assert_close(torch.cat([first, second], 1), full)
+    full = m(idx).logits
+    first = m(idx[:, :5])
+    second = m(idx[:, 5:], state=m.detach_state(first.state)).logits
+    torch.testing.assert_close(torch.cat([first.logits, second], 1), full)
 
 
 def fit_one_batch(m, idx, tgt, lr, steps):
@@ -91,7 +111,7 @@ def fit_one_batch(m, idx, tgt, lr, steps):
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
-        _, loss, _ = m(idx, tgt)
+        loss = m(idx, tgt).loss
         losses.append(loss.item())
         opt.zero_grad()
         loss.backward()
@@ -114,12 +134,31 @@ def test_adaptive_softmax_loss_and_log_probs_agree():
     m = RNNLanguageModel(LMConfig(vocab_size=50, emb_dim=16, hidden_size=16, num_layers=1, dropout=0.0,
                                   adaptive_cutoffs=(10, 30))).eval()
     idx, tgt = torch.randint(0, 50, (2, 6)), torch.randint(0, 50, (2, 6))
-    logits, loss, _ = m(idx, tgt)
-    assert logits is None
-    logp, _, _ = m(idx)                                   # (B, T, V) log-probabilities
+    out = m(idx, tgt)
+    assert out._logits is None                           # training never pays for the (B, T, V) scores ...
+    logp = m(idx).logits                                 # ... which are there when read: log-probabilities
+    torch.testing.assert_close(out.logits, logp)
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 6))
     nll = -logp.gather(-1, tgt.unsqueeze(-1)).mean()
-    torch.testing.assert_close(nll, loss)
+    torch.testing.assert_close(nll, out.loss)
+
+
+@pytest.mark.parametrize("options", [{}, {"tie_weights": True}, {"adaptive_cutoffs": (10, 30)},
+                                     {"adaptive_cutoffs": (10, 30), "tie_weights": True}])
+def test_forward_returns_one_type_whatever_the_output_layer(options):
+    """One return type: logits (B, T, V) always, loss iff targets, the state to carry."""
+    torch.manual_seed(0)
+    m = RNNLanguageModel(LMConfig(vocab_size=50, emb_dim=16, hidden_size=16, num_layers=1, dropout=0.0, **options))
+    idx = torch.randint(0, 50, (2, 5))
+    for targets in (None, torch.randint(0, 50, (2, 5))):
+        out = m(idx, targets)
+        assert isinstance(out, LMOutput) and out.logits.shape == (2, 5, 50)
+        assert (out.loss is None) == (targets is None)
+        h, c = out.state
+        assert h.shape == c.shape == (1, 2, 16)
+        if targets is not None:  # the loss is the cross-entropy of the logits, whatever the output layer
+            torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits.reshape(10, 50),
+                                                                                    targets.reshape(10)))
 
 
 def test_bad_model_configs():
@@ -188,9 +227,9 @@ def test_tied_adaptive_language_model_learns_and_scores_consistently():
     assert m.head is None and m.adaptive is None and isinstance(m.embedding, TiedAdaptiveEmbedding)
     idx, tgt = torch.randint(0, 50, (2, 8)), torch.randint(0, 50, (2, 8))
     m.eval()
-    logp, _, _ = m(idx)
+    logp = m(idx).logits
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 8))
-    torch.testing.assert_close(-logp.gather(-1, tgt.unsqueeze(-1)).mean(), m(idx, tgt)[1])
+    torch.testing.assert_close(-logp.gather(-1, tgt.unsqueeze(-1)).mean(), m(idx, tgt).loss)
     m.train()
     first, last = fit_one_batch(m, idx, tgt, lr=3e-2, steps=150)
     assert first > 3.5 and last < 0.1  # memorises the batch through the shared tables

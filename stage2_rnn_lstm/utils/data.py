@@ -8,9 +8,11 @@ Datasets (found by :func:`scripts.data.find_dataset`: ``--data_dir`` -> ``$MY_LL
 - ``wikitext2``: ``wiki.{train,valid,test}.tokens`` (the tokenized v1 version, rare words are ``<unk>``).
 
 Word level: each line's whitespace tokens plus one ``<eos>`` (as Zaremba et al. and pytorch/examples
-do). Char level: every character, newline included. The vocabulary is built on the train split only;
-a val/test token outside it becomes ``<unk>`` (word level) or is an error (char level; tiny
-Shakespeare's val characters all occur in train).
+do). Char level: every character, newline included. The vocabulary is built on the whole train split
+only (also under ``--limit_train``, which then keeps the first N training tokens; val/test are never
+cut); a val/test token outside it becomes ``<unk>`` (word level) or is an error (char level; tiny
+Shakespeare's val characters all occur in train). Files are read with :func:`scripts.data.read_text`:
+a file that is not UTF-8, a truncated or fake ``.gz`` is a one-line error naming the file.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import torch
 
 from scripts.checkpoint import vocab_fingerprint
 from scripts.cli import UserError
-from scripts.data import HubSource, data_file, find_dataset, load_hub_dataset, open_text
+from scripts.data import HubSource, data_file, find_dataset, load_hub_dataset, read_text
 
 STAGE_DIR = Path(__file__).resolve().parent.parent
 BUNDLED = {"tinyshakespeare": STAGE_DIR / "data" / "tinyshakespeare"}
@@ -87,7 +89,8 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
-        if not isinstance(d, dict) or not isinstance(d.get("tokens"), list) or d.get("vocab_type") not in ("char", "word"):
+        if not isinstance(d, dict) or not isinstance(d.get("tokens"), list) or \
+                d.get("vocab_type") not in ("char", "word"):
             raise UserError("not a stage-2 vocabulary (expected a dict with 'vocab_type' and 'tokens')")
         return cls(d["tokens"], d["vocab_type"])
 
@@ -110,19 +113,18 @@ def _tokenize(text: str, vocab_type: str) -> list[str]:
 
 def _read(folder: Path, name: str) -> tuple[str, Path]:
     path = data_file(folder, name)
-    with open_text(path) as f:
-        text = f.read()
+    text = read_text(path)  # one-line DataFileError for bad encodings, truncated or fake .gz files
     if not text.strip():
         raise UserError(f"corpus file is empty: {path}")
     return text, path
 
 
 def load_corpus(vocab_type: str, dataset: str | None = None, data_dir: str | Path | None = None,
-                limit_chars: int | None = None) -> Corpus:
+                limit_train: int = 0) -> Corpus:
     """Read ``dataset`` (default: tiny Shakespeare for char, PTB for word) and encode every split.
 
-    ``limit_chars`` keeps only the first N characters of each split's text (smoke tests); at char
-    level, val/test characters that this short train slice lacks are then dropped.
+    ``limit_train`` (> 0) keeps only the first N tokens of the training split (smoke runs); the
+    vocabulary is still built on the whole training split, and val/test are never cut.
     """
     dataset = dataset or DEFAULT_DATASET[vocab_type]
     if dataset not in FILES:
@@ -144,12 +146,10 @@ def load_corpus(vocab_type: str, dataset: str | None = None, data_dir: str | Pat
         for split, name in names.items():
             texts[split], path = _read(where, name)
             files.append(path)
-    if limit_chars:
-        texts = {k: v[:limit_chars] for k, v in texts.items()}
     tokens = {k: _tokenize(v, vocab_type) for k, v in texts.items()}
     vocab = Vocab.build(tokens["train"], vocab_type)
-    if limit_chars and vocab_type == "char":  # a short train slice may miss rare characters: drop them
-        tokens = {k: [c for c in v if c in vocab.stoi] for k, v in tokens.items()}
+    if limit_train:
+        tokens["train"] = tokens["train"][:limit_train]
     splits = {k: torch.tensor(vocab.encode(v, strict=False), dtype=torch.long) for k, v in tokens.items()}
     return Corpus(dataset, vocab, splits, files)
 

@@ -21,17 +21,19 @@ KIND = "stage2_rnn_lstm"
 
 @torch.inference_mode()
 def evaluate_loss(model: RNNLanguageModel, data: torch.Tensor, batch_size: int, seq_len: int,
-                  device: torch.device, max_batches: int | None = None) -> float:
-    """Mean nats/token over a whole split, carrying the hidden state like training does."""
+                  device: torch.device, max_batches: int = 0) -> float:
+    """Mean nats/token over a whole split (or its first ``max_batches`` batches), carrying the hidden state
+    like training does."""
     was_training = model.training
     model.eval()
     stream = batchify(data, batch_size).to(device)
     total, count, state = 0.0, 0, None
     n = num_batches(stream, seq_len)
-    for i in range(n if max_batches is None else min(n, max_batches)):
+    for i in range(min(n, max_batches) if max_batches else n):
         x, y = get_batch(stream, i, seq_len)
-        _, loss, state = model(x, y, state)
-        total += loss.item() * y.numel()
+        out = model(x, y, state)
+        state = out.state
+        total += out.loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
     return total / count
@@ -70,7 +72,7 @@ def model_from_checkpoint(ckpt: dict) -> tuple[RNNLanguageModel, Vocab]:
         model = RNNLanguageModel(config)
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint does not hold a valid stage-2 model ({type(e).__name__}: {str(e)[:120]})") from None
+        raise CheckpointError(f"checkpoint does not hold a valid stage-2 model ({type(e).__name__}: {e})") from None
     return model, vocab
 
 
