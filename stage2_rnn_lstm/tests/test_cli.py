@@ -242,8 +242,8 @@ def _shared_data():
 
 @pytest.mark.skipif(not (_shared_data() and (_shared_data() / "ptb").is_dir()),
                     reason="Penn Treebank data not available (set MY_LLM_DATA)")
-@pytest.mark.parametrize("tied", [False, True])
-def test_word_level_ptb_adaptive_softmax_and_unknown_words(tmp_path, capsys, tied):
+def test_word_level_ptb_tied_adaptive_softmax_and_unknown_words(tmp_path, capsys):
+    tied = True  # the untied nn.AdaptiveLogSoftmaxWithLoss path is tested in test_models.py
     ck = tmp_path / "ck"
     rec = train.main(["--vocab_type", "word", "--dataset", "ptb", "--data_dir", str(_shared_data()),
                       "--limit_train", "20000", "--emb_dim", "16", "--hidden_size", "16", "--num_layers", "1",
