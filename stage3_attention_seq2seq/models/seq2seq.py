@@ -13,8 +13,9 @@
     ``c = [h_fwd_last; h_bwd_first]`` summarises the whole source and is fed at every step.
   In all cases ``logits_t = W_v o_t`` (``W_v`` tied to the target embedding by default).
 
-One contract (STYLE.md practice 1): ``forward(src, src_len, tgt_in, tgt_out=None) -> (logits, loss)``
-and ``translate(src, src_len, beam_size=...)`` for batched greedy / beam search.
+One contract for every stage (docs/CONTRIBUTING.md): ``forward(src, src_len, tgt_in, tgt_out=None) -> (logits, loss)``
+(always those two; ``loss`` is ``None`` without ``tgt_out``), ``attention_weights(src, src_len, tgt_in)`` for the
+teacher-forced attention matrix, and ``translate(src, src_len, beam_size=...)`` for batched greedy / beam search.
 Theory: docs/stage3_attention.md.
 """
 from __future__ import annotations
@@ -139,13 +140,28 @@ class Seq2Seq(nn.Module):
 
     # ----- the training contract -------------------------------------------------------------
 
-    def forward(self, src, src_len, tgt_in, tgt_out=None, teacher_forcing: float = 1.0, return_attn: bool = False):
+    def forward(self, src, src_len, tgt_in, tgt_out=None, teacher_forcing: float = 1.0):
         """Teacher-forced decoding of ``tgt_in`` (starts with <bos>); loss against ``tgt_out`` (ends with <eos>).
 
         With ``teacher_forcing < 1`` each step feeds, with probability ``1 - teacher_forcing``, the
         model's own previous prediction instead of the reference token (scheduled sampling).
-        Returns ``(logits (B, T, V), loss or None)``, plus attention (B, T, S) if ``return_attn``.
+        Returns ``(logits (B, T, V), loss)``; ``loss`` is ``None`` when ``tgt_out`` is not given.
         """
+        logits, _ = self._decode(src, src_len, tgt_in, teacher_forcing, keep_attn=False)
+        loss = None
+        if tgt_out is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1),
+                                   ignore_index=PAD_ID, label_smoothing=self.cfg.label_smoothing)
+        return logits, loss
+
+    def attention_weights(self, src, src_len, tgt_in):
+        """Attention of teacher-forced decoding: (B, T, S) weights ``a_tj``, or ``None`` for ``attention_type none``."""
+        _, attn = self._decode(src, src_len, tgt_in, 1.0, keep_attn=True)
+        return attn
+
+    def _decode(self, src, src_len, tgt_in, teacher_forcing: float, keep_attn: bool):
+        """``(logits (B, T, V), attention (B, T, S) or None)`` of decoding ``tgt_in`` step by step
+        (attention only with ``keep_attn`` and an attention model)."""
         enc, state = self.encode(src, src_len)
         emb = self.drop(self.tgt_embed(tgt_in))  # (B, T, E)
         outs, attns = [], []
@@ -157,16 +173,10 @@ class Seq2Seq(nn.Module):
                 y = torch.where(use_model, self.drop(self.tgt_embed(pred)), y)
             o, state, w = self.step(y, state, enc)
             outs.append(o)
-            if return_attn and w is not None:
+            if keep_attn and w is not None:
                 attns.append(w)
         logits = self.out(self.drop(torch.stack(outs, dim=1)))  # (B, T, V)
-        loss = None
-        if tgt_out is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1),
-                                   ignore_index=PAD_ID, label_smoothing=self.cfg.label_smoothing)
-        if return_attn:
-            return logits, loss, (torch.stack(attns, dim=1) if attns else None)
-        return logits, loss
+        return logits, (torch.stack(attns, dim=1) if attns else None)
 
     # ----- decoding ----------------------------------------------------------------------------
 

@@ -1,135 +1,201 @@
-"""CLI tests on the bundled Multi30k data: train / resume / evaluate / translate, and bad input."""
-import json
+"""CLI tests on the bundled Multi30k data: train / evaluate / translate as a user runs them, and bad input."""
+import gzip
 import os
+import runpy
+import shlex
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from scripts.checkpoint import load_checkpoint, save_checkpoint
-from scripts.cli import UserError
+from scripts.cli import UserError, run_cli
 from scripts.log import read_metrics
-from scripts.results import parse_result_lines
 from scripts.testing import run_script
 from stage3_attention_seq2seq import evaluate, train, translate
-from stage3_attention_seq2seq.utils.data import load_corpus
+from stage3_attention_seq2seq.utils.checkpoint import load_model
+from stage3_attention_seq2seq.utils.data import BUNDLED, load_corpus
+from stage3_attention_seq2seq.utils.evaluation import translate_sentences
 
 STAGE = Path(__file__).resolve().parent.parent
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models; the test machine is shared
-TINY = ["--limit_train", "256", "--batch_size", "32", "--epochs", "1", "--emb_dim", "32", "--enc_hidden", "32",
-        "--dec_hidden", "64", "--attn_dim", "32", "--val_bleu_sentences", "8", "--warmup_steps", "2", "--lr", "5e-3",
-        "--log_every", "1"]
+KIND = "stage3_attention_seq2seq"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Results go to a temp folder; bundled data only (no $MY_LLM_DATA)."""
-    tmp = tmp_path_factory.mktemp("s3")
-    saved = {k: os.environ.get(k) for k in ("MY_LLM_RESULTS", "MY_LLM_DATA", "TQDM_DISABLE")}
-    os.environ.update({"MY_LLM_RESULTS": str(tmp / "results"), "TQDM_DISABLE": "1"})
-    os.environ.pop("MY_LLM_DATA", None)
-    yield tmp
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def cli(main, argv, capsys):
+    """Run ``main`` as the command line does (``run_cli``): (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [str(a) for a in argv])
+        sys.exit(0)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(env):
-    out = env / "ckpt" / "best_attention_model.pt"
-    record = train.main(TINY + ["--out", str(out), "--run_dir", str(env / "run")])
-    return out, record
+def expected_translations(ckpt, sentences, beam_size, one_by_one=True):
+    """What translate.py should print: each sentence alone (--sentence, REPL) or all in one call (--input)."""
+    model, sv, tv, _ = load_model(ckpt)
+    groups = [[s] for s in sentences] if one_by_one else [sentences]
+    return [o["text"] for g in groups for o in translate_sentences(model, g, sv, tv, beam_size=beam_size)]
 
 
-def test_train_end_to_end(tiny_ckpt, env):
-    out, record = tiny_ckpt
-    ckpt = load_checkpoint(out, kind="stage3_attention_seq2seq")
+def test_train_end_to_end_and_its_result_file(tiny_ckpt, s3_tmp):
+    best, record = tiny_ckpt
+    ckpt = load_checkpoint(best, kind=KIND)
     assert ckpt["config"]["model"]["attention_type"] == "bahdanau"
     assert ckpt["vocab"]["src"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
-    assert ckpt["state"]["epoch"] == 1 and ckpt["state"]["step"] == 8
-    assert record["primary_metric"] == "val_bleu" and record["tokens_per_s"] > 0
-    assert len(record["data_sha256"]) == 64
-    losses = [r["loss"] for r in read_metrics(env / "run" / "metrics.jsonl", kind="train")]
-    assert len(losses) == 8 and losses[-1] < losses[0] - 0.5  # the loss falls on real data
-    assert list((env / "results" / "stage3_attention_seq2seq").glob("train_bahdanau_multi30k_en-fr_*.json"))
+    last = load_checkpoint(best.with_name("last_attention_model.pt"), kind=KIND)
+    assert last["state"]["epoch"] == 1 and last["state"]["step"] == 8 and last["budget"] is not None
+    assert record["primary_metric"] == "val_bleu" and record["tokens_per_s"] > 0 and len(record["data_sha256"]) == 64
+    assert record["seed"] == 1337 and record["resumed_at_steps"] == [] and record["peak_rss_mb"] > 0
+    assert record["budget"]["steps"] == 8 and record["budget"]["steps_per_epoch"] == 8
+    assert record["budget"]["schedule_steps"] == 8 and record["stop_reason"] == "all 1 epochs done"
+    (row,) = record["history"]  # one evaluation: the end of the only epoch
+    assert row["step"] == 8 and row["tokens"] > 0 and row["wall_s"] > 0
+    assert {"train_loss", "val_loss", "val_bleu"} <= row.keys()
+    argv = shlex.split(record["reproduce_command"].split(" && ")[-1])
+    assert argv[:2] == ["python", "train.py"] and "--resume" not in argv
+    again = vars(train.build_parser().parse_args(argv[2:]))  # the command gives this run's config again
+    assert {k: again[k] for k in record["config"]["train"]} == record["config"]["train"]
+    assert {k: again[k] for k in record["config"]["model"]} == record["config"]["model"]
+    losses = [r["loss"] for r in read_metrics(s3_tmp / "run" / "metrics.jsonl", kind="train")]
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.15  # the loss falls on real data
+    assert list((s3_tmp / "results" / KIND).glob("train_bahdanau_multi30k_en-fr_*.json"))
 
 
-def test_resume_after_ctrl_c_equals_uninterrupted(env, monkeypatch):
-    args = TINY + ["--max_steps", "5", "--attention_type", "luong_general"]
-    train.main(args + ["--out", str(env / "a" / "best.pt"), "--run_dir", str(env / "a")])
-    real_collate, calls = train.collate, []
-
-    def interrupting_collate(pairs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_collate(pairs)
-
-    monkeypatch.setattr(train, "collate", interrupting_collate)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(args + ["--out", str(env / "b" / "best.pt"), "--run_dir", str(env / "b")])
-    monkeypatch.setattr(train, "collate", real_collate)
-    assert load_checkpoint(env / "b" / "last_best.pt")["state"]["step"] == 2
-    train.main(["--resume", "--max_steps", "5", "--out", str(env / "b" / "best.pt")])
-    a = load_checkpoint(env / "a" / "last_best.pt")
-    b = load_checkpoint(env / "b" / "last_best.pt")
-    assert a["state"]["step"] == b["state"]["step"] == 5
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+def test_seed_readme_commands_run(tmp_path, monkeypatch, capsys):
+    """The seed README's stage-3 commands, verbatim, plus a small budget and temp folders."""
+    monkeypatch.chdir(tmp_path)
+    seed_train = "python train.py --attention_type bahdanau --epochs 30"
+    seed_eval = "python evaluate.py --model_path checkpoints/best_attention_model.pt"
+    small = ["--max_steps", "2", "--limit_train", "32", "--val_sentences", "4", "--eval_every", "2"]
+    record = train.main(shlex.split(seed_train)[2:] + small + ["--run_dir", str(tmp_path / "runs")])
+    assert record["metrics"]["steps"] == 2 and record["stop_reason"] == "max_steps"
+    assert (tmp_path / "checkpoints" / "best_attention_model.pt").is_file()  # the default --out_dir
+    code, out, err = cli(evaluate.main, shlex.split(seed_eval)[2:] + ["--limit", "3", "--splits", "test_2016_flickr",
+                                                                      "--beam_size", "2", "--heatmaps", "1"], capsys)
+    assert code == 0, err
+    assert "test_2016_flickr   greedy  BLEU" in out and "tok:13a" in out and "case:mixed" in out
+    rec = [ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1]
+    assert '"split": "test_2016_flickr"' in rec and '"steps_trained": 2' in rec
+    assert (tmp_path / "runs" / "eval_best_attention_model" / "attention_test_2016_flickr_0.png").is_file()
 
 
-def test_evaluate_cli(tiny_ckpt, env):
-    out, _ = tiny_ckpt
-    r = run_script(STAGE / "evaluate.py", ["--model_path", out, "--limit", "6", "--splits", "test_2016_flickr",
-                                            "--beam_size", "2", "--out_dir", env / "heat", "--heatmaps", "1"],
-                   env={"MY_LLM_RESULTS": str(env / "results"), **ONE_THREAD})
-    assert r.returncode == 0, r.stderr
-    assert "tok:13a" in r.stdout and "case:mixed" in r.stdout
-    rec = parse_result_lines(r.stdout)[-1]
-    assert rec["primary_metric"] == "bleu" and rec["split"] == "test_2016_flickr"
-    assert {"bleu", "bleu_greedy", "chrf", "beam_decode_s"} <= rec["metrics"].keys()
-    assert (env / "heat" / "attention_test_2016_flickr_0.png").is_file()
+def test_help_shows_the_shared_flags_not_the_old_spellings(capsys):
+    for main in (train.main, evaluate.main, translate.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        text = capsys.readouterr().out
+        assert "--time_budget_min" not in text and "--dtype" not in text and "--out " not in text
+    args = train.build_parser().parse_args(["--time_budget_min", "45"])  # the recorded benchmark spelling
+    assert args.max_minutes == 45.0
 
 
-def test_translate_cli_interactive_and_edge_cases(tiny_ckpt):
-    out, _ = tiny_ckpt
+def test_translate_pipe_notes_go_to_stderr(tiny_ckpt):
+    """A piped session: one stdout line per translated input, notes on stderr, blank lines skipped, :q ends."""
+    best, _ = tiny_ckpt
     long = " ".join(["dog"] * 150)
-    r = run_script(STAGE / "translate.py", ["--model_path", out, "--interactive", "--beam_size", "2", "--sentence", long],
-                   stdin="A man is riding a bike.\nqqxz vvbn\n\n", env=ONE_THREAD)
+    lines = ["A man is riding a bike.", "", "qqxz vvbn", ":q", "Not translated."]
+    r = run_script(STAGE / "translate.py", ["--model_path", best, "--interactive", "--beam_size", "2",
+                                            "--no_attention", "--sentence", long],
+                   stdin="\n".join(lines) + "\n", env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
-    assert "only the first 100 were translated" in r.stdout
-    assert "every word is unknown" in r.stdout
-    assert "#" in r.stdout or "+" in r.stdout  # the attention table
-    r = run_script(STAGE / "translate.py", ["--model_path", out, "--sentence", "   "], env=ONE_THREAD)
-    assert r.returncode == 2 and r.stderr.strip() == "error: empty input sentence"
+    assert r.stdout.splitlines() == expected_translations(best, [long, lines[0], lines[2]], beam_size=2)
+    assert "note: input longer than 100 tokens; only the first 100 were translated" in r.stderr
+    assert "note: every word is unknown to the model's vocabulary" in r.stderr
+    assert "note: empty input" in r.stderr
 
 
-def test_lstm_encoder_trains_and_translates(env):
-    out = env / "ckpt_lstm" / "best_attention_model.pt"
-    train.main(TINY + ["--enc_rnn", "lstm", "--max_steps", "3", "--out", str(out), "--run_dir", str(env / "run_lstm")])
-    assert load_checkpoint(out, kind="stage3_attention_seq2seq")["config"]["model"]["enc_rnn"] == "lstm"
-    r = run_script(STAGE / "generate.py", ["--model_path", out, "--sentence", "A man is riding a bike."], env=ONE_THREAD)
-    assert r.returncode == 0, r.stderr  # generate.py is translate.py under the stage-wide name
-    assert r.stdout.strip() and "bike" in r.stdout  # the translation, then the attention table over the source
+def test_translate_file_round_trip_keeps_empty_lines(tiny_ckpt, tmp_path, capsys):
+    best, _ = tiny_ckpt
+    src = ["A dog runs.", "", "Two men are talking.", "   ", "A girl with a red hat."]
+    (tmp_path / "in.en").write_text("\n".join(src) + "\n", encoding="utf-8")
+    out = tmp_path / "new" / "hyp.fr"
+    code, stdout, err = cli(translate.main, ["--checkpoint", best, "--input", tmp_path / "in.en", "--output", out,
+                                             "--beam_size", "2"], capsys)
+    assert code == 0, err
+    assert stdout == ""  # notes on stderr; translations in the file
+    hyps = out.read_text(encoding="utf-8").split("\n")
+    assert hyps[-1] == "" and len(hyps) - 1 == len(src)  # one line out per line in
+    want = expected_translations(best, [src[0], src[2], src[4]], beam_size=2, one_by_one=False)
+    assert hyps[:-1] == [want[0], "", want[1], "", want[2]]
+    code, stdout, _ = cli(translate.main, ["--checkpoint", best, "--input", tmp_path / "in.en", "--beam_size", "2"],
+                          capsys)
+    assert code == 0 and stdout == out.read_text(encoding="utf-8")  # without --output: the same lines on stdout
 
 
-def test_bad_checkpoints(tiny_ckpt, env):
-    out, _ = tiny_ckpt
-    r = run_script(STAGE / "evaluate.py", ["--model_path", env / "nope.pt"], env=ONE_THREAD)
-    assert r.returncode == 2 and r.stderr.startswith("error: checkpoint not found") and len(r.stderr.strip().splitlines()) == 1
-    other = env / "other.pt"
+def test_translate_plot_into_a_new_folder(tiny_ckpt, tmp_path, capsys):
+    best, _ = tiny_ckpt
+    plot = tmp_path / "runs" / "newdir" / "attn.png"
+    code, out, err = cli(translate.main, ["--checkpoint", best, "--sentence", "A man is riding a bike.",
+                                          "--plot", plot], capsys)
+    assert code == 0, err
+    assert plot.is_file() and plot.stat().st_size > 1000
+    assert out.splitlines()[0] == expected_translations(best, ["A man is riding a bike."], beam_size=5)[0]
+
+
+def test_lstm_encoder_trains_and_translates(tiny, s3_tmp, monkeypatch, capsys):
+    out = s3_tmp / "ckpt_lstm"
+    train.main(tiny + ["--enc_rnn", "lstm", "--max_steps", "3", "--out_dir", str(out), "--run_dir", str(out)])
+    best = out / train.BEST_NAME
+    assert load_checkpoint(best, kind=KIND)["config"]["model"]["enc_rnn"] == "lstm"
+    sentence = "A man is riding a bike."
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["generate.py", "--checkpoint", str(best), "--sentence", sentence,
+                                      "--no_attention"])
+    try:  # generate.py is translate.py under the stage-wide name
+        runpy.run_path(str(STAGE / "generate.py"), run_name="__main__")
+    except SystemExit as e:
+        assert e.code in (0, None)
+    want = expected_translations(best, [sentence], beam_size=5)[0]
+    assert want and capsys.readouterr().out.splitlines() == [want]  # the translation itself, nothing echoed
+
+
+def test_bad_checkpoints(tiny_ckpt, tmp_path, capsys):
+    best, _ = tiny_ckpt
+    text = tmp_path / "h.pt"
+    text.write_text("hello\n")
+    other = tmp_path / "other.pt"
     save_checkpoint(other, {"model": {}, "config": {}}, kind="stage2_rnn_lstm")
-    with pytest.raises(UserError, match="stage2_rnn_lstm checkpoint"):
-        evaluate.main(["--model_path", str(other)])
-    corrupt = env / "corrupt.pt"
-    corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="corrupt"):
-        translate.main(["--model_path", str(corrupt), "--sentence", "hi"])
+    for argv, expected in [(["--model_path", tmp_path / "nope.pt"], "error: checkpoint not found"),
+                           (["--model_path", text], f"error: {text} is corrupt or not a my_llm checkpoint"),
+                           (["--checkpoint", other], f"error: {other} is a stage2_rnn_lstm checkpoint")]:
+        code, _, err = cli(evaluate.main, argv, capsys)
+        assert code == 2 and err.startswith(expected) and len(err.strip().splitlines()) == 1, err
+        assert "weights_only=False" not in err
+    code, _, err = cli(translate.main, ["--model_path", text, "--sentence", "hi"], capsys)
+    assert code == 2 and err.startswith(f"error: {text} is corrupt") and len(err.strip().splitlines()) == 1
     with pytest.raises(UserError, match="translates en->fr"):
-        translate.main(["--model_path", str(out), "--sentence", "hi", "--src_lang", "de"])
+        translate.main(["--model_path", str(best), "--sentence", "hi", "--src_lang", "de"])
+    with pytest.raises(UserError, match="^empty input sentence$"):
+        translate.main(["--model_path", str(best), "--sentence", "   "])
+
+
+def _multi30k_copy(folder: Path) -> Path:
+    folder.mkdir()
+    for f in BUNDLED.glob("*.gz"):
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
+@pytest.mark.parametrize("name,damage,message", [
+    ("val.fr.gz", "latin1", "not UTF-8 text (byte 0x"),
+    ("train.en.gz", "truncate", "the gzip file is truncated"),
+    ("test_2016_flickr.en.gz", "not_gzip", "not a valid gzip file"),
+])
+def test_bad_data_files_are_one_line_errors(name, damage, message, tiny, tmp_path, capsys):
+    folder = _multi30k_copy(tmp_path / "multi30k")
+    raw = (BUNDLED / name).read_bytes()
+    (folder / name).unlink()
+    if damage == "latin1":
+        data = gzip.compress(gzip.decompress(raw).decode("utf-8").encode("latin-1", errors="replace"))
+    elif damage == "truncate":
+        data = raw[:len(raw) // 2]
+    else:
+        data = b"A man is riding a bike.\n"
+    (folder / name).write_bytes(data)
+    code, _, err = cli(train.main, tiny + ["--data_dir", tmp_path, "--out_dir", tmp_path / "c"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {folder / name}: {message}"), err
 
 
 @pytest.mark.parametrize("flags,msg", [
@@ -138,27 +204,41 @@ def test_bad_checkpoints(tiny_ckpt, env):
     (["--attention_type", "luong_dot", "--enc_hidden", "32", "--dec_hidden", "48"], "luong_dot"),
     (["--src_lang", "en", "--tgt_lang", "en"], "must differ"),
     (["--src_lang", "xx"], "no language"),
+    (["--grad_clip", "-1"], r"must be >= 0 \(0 = off\): --grad_clip -1.0"),
+    (["--max_steps", "-2", "--patience", "-1"], r"--max_steps -2, --patience -1"),
 ])
-def test_train_rejects_impossible_flags(flags, msg, env):
+def test_train_rejects_impossible_flags(flags, msg, tiny, tmp_path):
     with pytest.raises(UserError, match=msg):
-        train.main(TINY + flags + ["--out", str(env / "x.pt")])
+        train.main(tiny + flags + ["--out_dir", str(tmp_path)])
 
 
-def test_missing_data_is_a_clear_error(env, tmp_path):
-    with pytest.raises(UserError, match="holds neither"):
+def test_resume_refuses_a_changed_model_and_names_the_flag(tiny_ckpt, tmp_path):
+    best, _ = tiny_ckpt
+    with pytest.raises(UserError, match=r"--resume: --emb_dim 64 \(saved 16\) would change the model"):
+        train.main(["--resume", "--out_dir", str(best.parent), "--emb_dim", "64"])
+    with pytest.raises(UserError, match="checkpoint not found"):
+        train.main(["--resume", "--out_dir", str(tmp_path)])
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("MY_LLM_DATA", raising=False)
+    with pytest.raises(UserError, match="multi30k: --data_dir .* holds neither train.en.gz"):
         load_corpus("multi30k", "en", "fr", data_dir=str(tmp_path))
-    with pytest.raises(UserError, match="eng_fra data not found"):
+    with pytest.raises(UserError, match=r"eng_fra data not found \(need eng-fra.txt.zip\)"):
         load_corpus("eng_fra", "en", "fr")
-    with pytest.raises(UserError, match="de"):  # German is not bundled
+    with pytest.raises(UserError, match=r"multi30k data not found \(need train.en.gz, train.de.gz.*Only en and fr "
+                                        r"are bundled with the repository; German \(de\) needs"):
         load_corpus("multi30k", "en", "de")
+    monkeypatch.setenv("MY_LLM_DATA", str(tmp_path / "nonexistent"))
+    with pytest.raises(UserError, match="MY_LLM_DATA=.*nonexistent does not exist"):
+        load_corpus("multi30k", "en", "fr")
 
 
 def test_eng_fra_seeded_split_keeps_sentences_apart(tmp_path):
-    real = Path(os.environ.get("MY_LLM_DATA", "/nonexistent")) / "eng_fra" / "eng-fra.txt.zip"
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "eng_fra" / "eng-fra.txt.zip"
-    src = real if real.is_file() else shared
+    """Needs the Tatoeba file in $MY_LLM_DATA (CI sets it: there this test must run, not skip)."""
+    src = Path(os.environ.get("MY_LLM_DATA", "/nonexistent")) / "eng_fra" / "eng-fra.txt.zip"
     if not src.is_file():
-        pytest.skip("eng_fra data not available")
+        pytest.skip("eng_fra data not available (set MY_LLM_DATA)")
     lines = zipfile.ZipFile(src).read("eng-fra.txt").decode("utf-8").split("\n")[:20000]
     (tmp_path / "eng_fra").mkdir()
     with zipfile.ZipFile(tmp_path / "eng_fra" / "eng-fra.txt.zip", "w") as z:

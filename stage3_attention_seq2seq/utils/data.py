@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from scripts.cli import UserError
-from scripts.data import data_file, find_dataset, open_text, HubSource
+from scripts.data import DataNotFoundError, HubSource, data_file, find_dataset, read_text
 from stage3_attention_seq2seq.utils.tokenizer import BOS_ID, EOS_ID, PAD_ID, Vocab, tokenize
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "multi30k"
@@ -45,8 +45,8 @@ class Corpus:
 
 
 def _read_lines(path: Path) -> list[str]:
-    with open_text(path) as f:
-        return f.read().rstrip("\n").split("\n")
+    """One sentence per line; a file in another encoding, a truncated or fake ``.gz`` is a one-line error."""
+    return read_text(path).rstrip("\n").split("\n")
 
 
 def load_corpus(dataset: str = "multi30k", src_lang: str = "en", tgt_lang: str = "fr",
@@ -61,13 +61,20 @@ def load_corpus(dataset: str = "multi30k", src_lang: str = "en", tgt_lang: str =
         raise UserError("--src_lang and --tgt_lang must differ")
     if dataset == "multi30k":
         splits = ("train", "val") + MULTI30K_TESTS
-        files = [f"{s}.{l}.gz" for s in splits for l in (src_lang, tgt_lang)]
+        files = [f"{s}.{lang}.gz" for s in splits for lang in (src_lang, tgt_lang)]
         bundled = BUNDLED if {src_lang, tgt_lang} <= {"en", "fr"} else None
-        folder = find_dataset("multi30k", files, data_dir=data_dir, bundled=bundled, allow_hub=False)
+        try:
+            folder = find_dataset("multi30k", files, data_dir=data_dir, bundled=bundled, allow_hub=False)
+        except DataNotFoundError as e:
+            if bundled is None:  # say why the bundled copy does not count
+                raise DataNotFoundError(f"{e}. Only en and fr are bundled with the repository; German (de) needs "
+                                        f"the full Multi30k in --data_dir or $MY_LLM_DATA") from None
+            raise
         paths = [data_file(folder, f) for f in files]
         out = {}
         for s in splits:
-            src, tgt = _read_lines(data_file(folder, f"{s}.{src_lang}.gz")), _read_lines(data_file(folder, f"{s}.{tgt_lang}.gz"))
+            src = _read_lines(data_file(folder, f"{s}.{src_lang}.gz"))
+            tgt = _read_lines(data_file(folder, f"{s}.{tgt_lang}.gz"))
             if len(src) != len(tgt):
                 raise UserError(f"{folder}: {s}.{src_lang} and {s}.{tgt_lang} have {len(src)} vs {len(tgt)} lines")
             out[s] = (src, tgt)
