@@ -440,9 +440,11 @@ def eval_s_per_step(run: Run) -> float:
 
 
 def time_one_evaluation(run: Run) -> None:
-    """A validation pass that is only timed (no checkpoint, no schedule): evaluation touches no RNG or weights."""
+    """What an evaluation costs (a validation pass and a checkpoint write), timed for the time budget's plan.
+    Evaluation touches no RNG and no weights, so the run's numbers are the same as without it."""
     t0 = time.time()
     evaluate_loss(run.model, run.corpus.splits["val"], run.cfg.batch_size, run.cfg.seq_len, run.device)
+    save_last(run)  # a consistent checkpoint like any other; timed because real evaluations write one too
     run.pos["eval_time"] += time.time() - t0
     run.pos["n_evals"] += 1
 

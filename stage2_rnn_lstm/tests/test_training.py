@@ -60,31 +60,49 @@ def _sigint_at_call(monkeypatch, owner, name: str, k: int, after: bool) -> None:
     monkeypatch.setattr(owner, name, wrapper)
 
 
+def _dies_at_call(real, k: int):
+    """``real`` that ends the process abruptly on its k-th call (like SIGKILL: no handler, nothing saved)."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == k:
+            raise SystemExit(137)
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
 # (where the signal lands, the k-th call in that process) -> the step boundary the run stops at
 INTERRUPTS = [
     ("optimizer", 3),    # after AdamW has updated the weights of step 3, before the step counter moves
     ("get_batch", 7),    # inside the data loader of step 10, an evaluation step
     ("optimizer", 6),    # step 16, the end of the first epoch (the hidden state is reset after it)
     ("get_batch", 5),    # step 21
+    ("kill", 6),         # a hard kill in step 27 saves nothing: the run resumes from step 21's checkpoint again
 ]
 
 
 def test_interrupt_anywhere_then_resume_is_bit_identical(uninterrupted, tmp_path, monkeypatch):
-    """A real SIGINT inside the optimizer step or the data loader, four times in one run, each followed by
-    --resume: the final weights are bit-identical to the uninterrupted run's, and so are the numbers."""
+    """A real SIGINT inside the optimizer step or the data loader, four times in one run, then a hard kill,
+    each followed by --resume: the final weights are bit-identical to the uninterrupted run's, and so are
+    the numbers."""
     full_dir, full = uninterrupted
     step = 0
     for i, (where, k) in enumerate(INTERRUPTS):
         with monkeypatch.context() as m:
             if where == "optimizer":
                 _sigint_at_call(m, torch.optim.AdamW, "step", k, after=True)
-            else:
+            elif where == "get_batch":
                 _sigint_at_call(m, train, "get_batch", k, after=False)
-            with pytest.raises(KeyboardInterrupt):
+            else:
+                m.setattr(train, "get_batch", _dies_at_call(train.get_batch, k))
+            with pytest.raises(KeyboardInterrupt if where != "kill" else SystemExit):
                 _run(tmp_path, *RUN, *(["--resume"] if i else []))
-        step += k
+        step += k if where != "kill" else 0
         assert load_checkpoint(tmp_path / "ck" / "last_lstm_char.pt")["position"]["step"] == step, (where, k)
     resumed = _run(tmp_path, *RUN, "--resume")
+    # the killed attempt (21 -> 27) saved nothing, so the checkpoint's lineage lists 21 once
     assert full["resumed_at_steps"] == [] and resumed["resumed_at_steps"] == [3, 10, 16, 21]
     assert _same_weights(_weights(full_dir), _weights(tmp_path))
     assert resumed["metrics"] == full["metrics"] and resumed["last_val_loss"] == full["last_val_loss"]
