@@ -39,7 +39,7 @@ def build_parser():
                    help="keep <unk> in the output instead of copying the attended source word")
     p.add_argument("--heatmaps", type=int, default=3, help="save attention heatmaps for this many sentences")
     p.add_argument("--run_dir", default=None,
-                   help="folder for the attention heatmaps (default: runs/eval_<checkpoint name>)")
+                   help=HELP["run_dir"] + "; here the attention heatmaps (default: runs/eval_<checkpoint name>)")
     p.add_argument("--name", default=None, help="result file name (default: eval_<attention>_<dataset>_<pair>)")
     p.add_argument("--quiet", action="store_true", help="no example translations")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")

@@ -226,9 +226,13 @@ def build(cfg: TrainConfig, mcfg: ModelConfig, device: torch.device, ckpt: dict 
 
     model = Seq2Seq(mcfg, len(src_vocab), len(tgt_vocab)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    budget = Budget(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, max_steps=cfg.max_steps,
-                    max_minutes=cfg.max_minutes, schedule_steps=cfg.schedule_steps,
-                    state=ckpt.get("budget") if ckpt else None)
+    budget = make_budget(cfg, steps_per_epoch, ckpt)
+    changed = None
+    if ckpt is not None:  # a budget raised on --resume stretches the LR schedule from here on
+        before = make_budget(config_from_dict(TrainConfig, ckpt["config"]["train"]), steps_per_epoch, ckpt)
+        if before.total_steps() != budget.total_steps():
+            changed = {"at_step": ckpt["state"]["step"], "schedule_steps_before": before.total_steps(),
+                       "schedule_steps_after": budget.total_steps()}
     state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "best_metric": -1.0, "bad_evals": 0,
              "last_eval_step": 0, "loss_sum": 0.0, "loss_tokens": 0, "history": [], "resumed_at_steps": [],
              "train_wall_s": 0.0, "saved_best": False}
@@ -247,9 +251,20 @@ def build(cfg: TrainConfig, mcfg: ModelConfig, device: torch.device, ckpt: dict 
     if ckpt is not None:
         log.info(f"resumed from {run.last_path()} at epoch {state['epoch']} batch {state['batch']} "
                  f"(step {state['step']})")
+    if changed:
+        state["budget_changes"] = state.get("budget_changes", []) + [changed]
+        log.info(f"note: the budget changed on --resume: the LR schedule now spans {changed['schedule_steps_after']} "
+                 f"steps instead of {changed['schedule_steps_before']} (the result's reproduce_command gives a run "
+                 f"with the new length from the start, so it will not match this one exactly)")
     log.info(f"model {mcfg.attention_type}: {model.num_params():,} parameters on {describe_device(device)}; "
              f"{steps_per_epoch} steps per epoch, {budget.step_limit() or 'no'} steps at most")
     return run
+
+
+def make_budget(cfg: TrainConfig, steps_per_epoch: int, ckpt: dict | None) -> Budget:
+    return Budget(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, max_steps=cfg.max_steps,
+                  max_minutes=cfg.max_minutes, schedule_steps=cfg.schedule_steps,
+                  state=ckpt.get("budget") if ckpt else None)
 
 
 # ----- 3. one step, one evaluation, the stop rule, the loop ------------------------------------------
@@ -434,6 +449,7 @@ def final_result(run: Run, stop_reason: str) -> dict:
                          language_pair=f"{cfg.src_lang}-{cfg.tgt_lang}", stop_reason=stop_reason,
                          config={"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(mcfg)},
                          history=st["history"], resumed_at_steps=st["resumed_at_steps"],
+                         budget_changes_on_resume=st.get("budget_changes", []),
                          reproduce_command=command_prefix() + shlex.join(["python", "train.py", *argv]),
                          peak_rss_mb=peak_rss_mb(), budget=budget,
                          checkpoint=str(run.best_path()))

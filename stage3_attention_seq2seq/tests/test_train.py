@@ -137,3 +137,15 @@ def test_grad_clip_zero_means_off(tiny, tmp_path):
         runs[clip] = final_state(out)[0]
     assert_same_weights(runs["0"], runs["1e9"])  # off == a bound that never bites (the old code left the weights
     # at their initial values with 0, so the two runs differed)
+
+
+def test_resume_may_raise_the_budget(tiny, tmp_path):
+    args = tiny + ["--epochs", "3", "--out_dir", str(tmp_path), "--run_dir", str(tmp_path)]
+    first = train.main(args + ["--max_steps", "3"])
+    assert first["metrics"]["steps"] == 3
+    record = train.main(["--resume", "--out_dir", str(tmp_path), "--max_steps", "5"])  # only the budget typed
+    assert record["metrics"]["steps"] == 5 and record["resumed_at_steps"] == [3]
+    assert record["config"]["train"]["limit_train"] == 128  # the rest comes from the checkpoint
+    assert record["budget_changes_on_resume"] == [{"at_step": 3, "schedule_steps_before": 3,
+                                                   "schedule_steps_after": 5}]
+    assert [r["step"] for r in record["history"]] == [3, 5]
