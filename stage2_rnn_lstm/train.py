@@ -455,7 +455,7 @@ def evaluate(run: Run, scheduled: bool) -> None:
     cfg, pos = run.cfg, run.pos
     t0 = time.time()
     val = evaluate_loss(run.model, run.corpus.splits["val"], cfg.batch_size, cfg.seq_len, run.device)
-    pos["last_eval_step"] = pos["step"]
+    pos["last_eval_step"], pos["train_time"] = pos["step"], run.elapsed()
     improved = val < pos["best"]
     if improved:
         pos["best"] = val
@@ -464,7 +464,7 @@ def evaluate(run: Run, scheduled: bool) -> None:
         pos["since_best"] = 0 if improved else pos["since_best"] + 1
         if cfg.lr_schedule == "plateau":
             run.plateau.step(val)
-    pos["history"].append({"step": pos["step"], "tokens": pos["tokens"], "wall_s": round(run.elapsed(), 2),
+    pos["history"].append({"step": pos["step"], "tokens": pos["tokens"], "wall_s": round(pos["train_time"], 2),
                            "train_loss": pos["loss_sum"] / pos["loss_n"] if pos["loss_n"] else None,
                            **loss_metrics(val, cfg.vocab_type, "val_")})
     pos["loss_sum"], pos["loss_n"] = 0.0, 0
