@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from scripts import REPO_ROOT
-from scripts.budget import MARGIN, Budget, reproduce_argv, schedule_warmup
+from scripts.budget import CALIBRATION_STEPS, MARGIN, Budget, reproduce_argv, schedule_warmup
 from scripts.checkpoint import load_checkpoint, save_checkpoint, save_vocab_pickle, unwrap_model
 from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.config import (
@@ -334,6 +334,9 @@ def resume_or_start(run: Run, resumed: dict | None) -> None:
         run.budget = Budget(epochs=cfg.epochs, steps_per_epoch=run.n_batches, max_steps=cfg.max_steps,
                             max_minutes=cfg.max_minutes, schedule_steps=cfg.schedule_steps,
                             state=resumed.get("budget"))
+        if cfg.max_minutes and run.budget.planned is None and CALIBRATION_STEPS // 4 <= pos["step"] < CALIBRATION_STEPS:
+            # resumed before the plan was made: scripts.budget opens its timing window only at step 5, so reopen it here
+            run.budget._window_start = (pos["step"], pos["train_time"] - pos["eval_time"])
         saved_minutes = resumed["config"]["train"].get("max_minutes", 0.0)
         calibration = run.budget.calibration
         if calibration and cfg.max_minutes > saved_minutes > 0:  # a raised time budget: plan the rest anew

@@ -125,11 +125,17 @@ def test_cosine_lr_is_a_function_of_the_step(uninterrupted):
                                                 min_lr=1e-4), rel=1e-12)
 
 
-def test_time_budget_fixes_the_schedule_and_its_reproduce_command_repeats_the_run(tmp_path):
+def test_time_budget_fixes_the_schedule_and_its_reproduce_command_repeats_the_run(tmp_path, monkeypatch):
     """--max_minutes decides how many steps fit (once, after 20 timed steps); the LR of every step depends
-    only on the step and that planned count, so the recorded command without a clock repeats the run exactly."""
-    budgeted = _run(tmp_path / "a", "--max_minutes", "0.03", "--epochs", "1000", "--eval_every", "40",
-                    "--log_every", "1")
+    only on the step and that planned count, so the recorded command without a clock repeats the run exactly.
+    The budgeted run is interrupted at step 10, before the plan is made, and resumed."""
+    budget_flags = ["--max_minutes", "0.03", "--epochs", "1000", "--eval_every", "40", "--log_every", "1"]
+    with monkeypatch.context() as m:
+        _sigint_at_call(m, torch.optim.AdamW, "step", 10, after=True)
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path / "a", *budget_flags)
+    budgeted = _run(tmp_path / "a", *budget_flags, "--resume")
+    assert budgeted["resumed_at_steps"] == [10]
     budget = budgeted["budget"]
     planned, steps = budget["schedule_steps"], budgeted["steps"]
     assert budget["calibration"]["at_step"] == 20 and budget["warmup_steps"] == 20  # cosine warms up through it
