@@ -45,6 +45,8 @@ class Budget:
         self._step_s = 0.0  # running estimate of one step's duration (for the last-step check)
         if state:
             self.planned, self.calibration = state.get("planned"), state.get("calibration")
+            window = state.get("window")
+            self._window_start = tuple(window) if window else None
 
     # ----- the step count ----------------------------------------------------------------
     def step_limit(self) -> int | None:
@@ -70,9 +72,10 @@ class Budget:
         self._step_s = max(step_s, 0.9 * self._step_s + 0.1 * step_s)  # follows slow steps at once
         if not self.max_minutes or self.planned is not None or self.schedule_steps:
             return
-        if step == CALIBRATION_STEPS // 4:  # skip the first, slow steps (allocation, caches)
-            self._window_start = (step, elapsed_s)
-        if step >= CALIBRATION_STEPS and self._window_start is not None:
+        if self._window_start is None and step >= CALIBRATION_STEPS // 4:  # skip the first, slow steps
+            self._window_start = (step, elapsed_s)  # (a run resumed after step 5 opens it where it resumed)
+            return
+        if self._window_start is not None and step >= max(CALIBRATION_STEPS, self._window_start[0] + 5):
             s0, t0 = self._window_start
             per_step = (elapsed_s - t0) / max(1, step - s0)
             left = self.max_minutes * 60 - elapsed_s
@@ -102,7 +105,8 @@ class Budget:
         return None
 
     def state(self) -> dict:
-        return {"planned": self.planned, "calibration": self.calibration}
+        return {"planned": self.planned, "calibration": self.calibration,
+                "window": list(self._window_start) if self._window_start else None}
 
     def summary(self, steps_done: int) -> dict:
         """What the result file records: steps done, the schedule's length and how it was fixed."""

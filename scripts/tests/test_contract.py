@@ -332,3 +332,20 @@ def test_repl_skips_blank_lines_with_a_note_and_quits_on_q(capsys):
     err = capsys.readouterr().err
     assert err.count("note: empty input") == 2 and "Ctrl-D" in err
 
+
+
+def test_a_run_resumed_before_the_plan_still_makes_one():
+    b = Budget(epochs=100, steps_per_epoch=1000, max_minutes=1.0)
+    for step in range(1, 8):
+        b.observe(step, 0.1 * step, 0.1)
+    resumed = Budget(epochs=100, steps_per_epoch=1000, max_minutes=1.0, state=json.loads(json.dumps(b.state())))
+    for step in range(8, CALIBRATION_STEPS + 1):
+        resumed.observe(step, 0.1 * step, 0.1)
+    whole = Budget(epochs=100, steps_per_epoch=1000, max_minutes=1.0)
+    for step in range(1, CALIBRATION_STEPS + 1):
+        whole.observe(step, 0.1 * step, 0.1)
+    assert resumed.planned == whole.planned is not None  # the timing window travelled in the checkpoint
+    late = Budget(epochs=100, steps_per_epoch=1000, max_minutes=1.0)  # first observed step is 12 (an old checkpoint)
+    for step in range(12, 40):
+        late.observe(step, 0.1 * step, 0.1)
+    assert late.planned is not None and late.calibration["at_step"] == CALIBRATION_STEPS
