@@ -113,11 +113,15 @@ class Budget:
         return {"steps": steps_done, "schedule_steps": self.total_steps(), "calibration": self.calibration}
 
 
-def reproduce_argv(argv: list[str], steps_done: int, schedule_steps: int, max_minutes: float) -> list[str]:
+def reproduce_argv(argv: list[str], steps_done: int, schedule_steps: int, max_minutes: float,
+                   warmup_steps: int | None = None) -> list[str]:
     """``argv`` with ``--max_minutes X`` (and ``--resume``) replaced by ``--max_steps S --schedule_steps P``:
-    no clock involved, so it gives the same numbers on any machine. Without a time budget only ``--resume`` goes."""
+    no clock involved, so it gives the same numbers on any machine. Without a time budget only ``--resume`` goes.
+    ``warmup_steps``: the warm-up the run really used (see :func:`schedule_warmup`), kept as ``--warmup_steps W``."""
     out, skip = [], False
     drop = ("--max_minutes", "--max_steps", "--schedule_steps") if max_minutes else ()
+    if max_minutes and warmup_steps is not None:
+        drop += ("--warmup_steps",)
     for w in argv:
         if skip:
             skip = False
@@ -127,5 +131,8 @@ def reproduce_argv(argv: list[str], steps_done: int, schedule_steps: int, max_mi
             continue
         else:
             out.append(w)
-    return out + (["--max_steps", str(steps_done), "--schedule_steps", str(schedule_steps)] if max_minutes else [])
+    if not max_minutes:
+        return out
+    return out + ["--max_steps", str(steps_done), "--schedule_steps", str(schedule_steps)] + (
+        ["--warmup_steps", str(warmup_steps)] if warmup_steps is not None else [])
 

@@ -163,6 +163,9 @@ def test_reproduce_argv_replaces_the_clock_by_steps():
     assert reproduce_argv(argv, 812, 900, 45.0) == ["--lr", "1e-3", "--seed", "3", "--max_steps", "812",
                                                      "--schedule_steps", "900"]
     assert reproduce_argv(["--max_steps", "5", "--resume"], 5, 5, 0.0) == ["--max_steps", "5"]
+    assert reproduce_argv(["--lr_schedule", "cosine", "--max_minutes", "2", "--warmup_steps", "0"], 40, 50, 2.0,
+                          warmup_steps=20) == ["--lr_schedule", "cosine", "--max_steps", "40", "--schedule_steps",
+                                               "50", "--warmup_steps", "20"]
 
 
 def test_cosine_under_a_time_budget_warms_up_over_the_calibration():
