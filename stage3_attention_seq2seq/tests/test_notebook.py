@@ -33,7 +33,11 @@ def test_notebook_runs_and_prints_the_real_numbers(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     prose = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert "CKPT" in prose and "CKPT = " in nb.cells[3].source  # the variable the prose refers to exists
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "CKPT" in prose and "CKPT = " in code  # the variable the prose refers to exists
+    for said, done in [("前 1,000 个训练句对", '"--limit_train", "1000"'), ("每 16 步", '"--eval_every", "16"'),
+                       ("前 100 个验证句", '"--val_sentences", "100"'), ("前 50 句", "N = 50")]:
+        assert said in prose and done in code, said  # the prose describes the code
 
     # section 1: the small model's numbers are its run's
     run = tmp_path / "runs" / "notebook"
@@ -41,7 +45,7 @@ def test_notebook_runs_and_prints_the_real_numbers(tmp_path, monkeypatch):
     evals = read_metrics(run / "metrics.jsonl", kind="eval")
     best = max(evals, key=lambda r: r["val_bleu"])
     m = re.search(r"small model: (\d+) steps in \d+ s, val BLEU ([\d.]+), val loss ([\d.]+)", text)
-    assert m and int(m.group(1)) == evals[-1]["step"] == 63 and "63 步" in prose  # the prose's step count
+    assert m and int(m.group(1)) == evals[-1]["step"] == 32 and "32 步" in prose  # the prose's step count
     assert m.group(2) == f"{best['val_bleu']:.2f}" and m.group(3) == f"{best['val_loss']:.3f}"
 
     # sections 3 and 4: attention vs none, greedy vs beam, from the committed result files

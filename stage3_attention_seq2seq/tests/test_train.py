@@ -110,7 +110,7 @@ def test_time_budget_reproduces_from_the_recorded_command(tiny, tmp_path, monkey
     """A --max_minutes run fixes its step count once (after the calibration steps, inside the warm-up); its
     reproduce_command (--max_steps S --schedule_steps P, no clock) gives the same numbers and weights."""
     out = tmp_path / "timed"
-    record = train.main(tiny + ["--epochs", "50", "--max_minutes", "0.04", "--eval_every", "10",
+    record = train.main(tiny + ["--epochs", "50", "--max_minutes", "0.04", "--eval_every", "10", "--patience", "0",
                                 "--out_dir", str(out), "--run_dir", str(out)])
     budget = record["budget"]
     assert record["stop_reason"].startswith("max_minutes") and budget["warmup_steps"] == 20
