@@ -298,8 +298,7 @@ def reproduce_command(cfg: TrainConfig, budget: Budget, steps: int) -> str:
     """A from-scratch command giving the same numbers: a time budget becomes --max_steps/--schedule_steps,
     and the warm-up it lengthened (scripts.budget.schedule_warmup) is written out as --warmup_steps."""
     warmup = schedule_warmup(cfg.lr_schedule, cfg.warmup_steps, cfg.max_minutes)
-    argv = reproduce_argv(config_argv(dataclasses.replace(cfg, warmup_steps=warmup)), steps, budget.total_steps(),
-                          cfg.max_minutes)
+    argv = reproduce_argv(config_argv(cfg), steps, budget.total_steps(), cfg.max_minutes, warmup_steps=warmup)
     try:
         rel = Path.cwd().resolve().relative_to(REPO_ROOT.resolve())
         prefix = f"cd {rel} && " if str(rel) != "." else ""

@@ -238,12 +238,18 @@ def test_fresh_run_never_appends_to_metrics_and_a_resumed_run_continues_it(tmp_p
     assert third[:len(second)] == second and [r["step"] for r in third if r["kind"] == "train"] == [2, 4, 6, 8]
 
 
-def test_time_budget_result_reproduces_from_its_recorded_command(tmp_path):
-    """--max_minutes becomes one fixed step count; the recorded --max_steps/--schedule_steps command gives
-    the same weights without any clock."""
-    res = tiny(tmp_path / "a", "--epochs", "1000", "--max_minutes", "0.01", "--lr_schedule", "cosine",
-               "--eval_every", "20", "--log_every", "20")
+def test_time_budget_result_reproduces_from_its_recorded_command(tmp_path, monkeypatch):
+    """--max_minutes becomes one fixed step count, also when the run is interrupted before the plan is made and
+    resumed; the recorded --max_steps/--schedule_steps command gives the same weights without any clock."""
+    flags = ["--epochs", "1000", "--max_minutes", "0.01", "--lr_schedule", "cosine", "--eval_every", "20",
+             "--log_every", "20"]
+    with monkeypatch.context() as m:
+        send_sigint_on_call(m, train_mod, "next_batch", 8)  # the plan is made at step 20
+        with pytest.raises(KeyboardInterrupt):
+            tiny(tmp_path / "a", *flags)
+    res = tiny(tmp_path / "a", *flags, "--resume")
     cmd = res["reproduce_command"]
+    assert res["resumed_at_steps"] == [8] and "--resume" not in cmd
     assert "--max_minutes" not in cmd and f"--max_steps {res['steps']}" in cmd and "--schedule_steps" in cmd
     assert res["budget"]["calibration"] is not None and res["steps"] < 5000 and res["stop_reason"].startswith("max_m")
     argv = shlex.split(cmd.split("python train.py ", 1)[1])
