@@ -251,3 +251,31 @@ def test_eng_fra_seeded_split_keeps_sentences_apart(tmp_path):
     assert sum(len(s[0]) for s in c1.splits.values()) == 20000
     rev = load_corpus("eng_fra", "fr", "en", data_dir=str(tmp_path), seed=3)
     assert rev.splits["test"] == (c1.splits["test"][1], c1.splits["test"][0])
+
+
+def test_benchmark_reports_only_with_report_under_timestamped_names(tmp_path, monkeypatch):
+    from scripts.results import make_result, report_result, write_result
+    from stage3_attention_seq2seq import benchmark
+
+    calls = {}
+
+    def fake(name):
+        def main(argv):
+            calls[name] = argv
+            rec = make_result(KIND, name, "multi30k", "val", {"bleu": 1.0}, params=1, train_wall_s=1.0,
+                              device="cpu", seed=1337, data_sha256="0" * 64, command="python benchmark.py")
+            rec["result_file"] = str(write_result(rec, name=name, out_dir=tmp_path / "results", echo=False))
+            return rec
+        return main
+
+    monkeypatch.setattr(benchmark.train, "main", fake("translation_train"))
+    monkeypatch.setattr(benchmark.evaluate, "main", fake("translation"))
+    monkeypatch.setattr(benchmark, "report_result", lambda p: report_result(p, reported_root=tmp_path / "reported"))
+    benchmark.main(["--time_budget_min", "45"])  # the recorded spelling still works; nothing is reported
+    assert calls["translation_train"][calls["translation_train"].index("--max_minutes") + 1] == "45.0"
+    assert "checkpoints/bench_bahdanau" in calls["translation_train"]
+    assert calls["translation"][:2] == ["--checkpoint", "checkpoints/bench_bahdanau/best_attention_model.pt"]
+    assert not (tmp_path / "reported").exists()
+    benchmark.main(["--report"])
+    reported = sorted(p.name for p in (tmp_path / "reported" / KIND).glob("*.json"))
+    assert len(reported) == 2 and all(n.startswith(("translation_train_", "translation_")) for n in reported)
