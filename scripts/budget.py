@@ -88,8 +88,10 @@ class Budget:
 
     def needs_calibration(self, step: int) -> bool:
         """True at the step where the plan is about to be made (a stage may time an evaluation then)."""
-        return (bool(self.max_minutes) and self.planned is None and not self.schedule_steps
-                and step == CALIBRATION_STEPS - 1)
+        if not self.max_minutes or self.planned is not None or self.schedule_steps:
+            return False
+        start = self._window_start[0] if self._window_start else max(step + 1, CALIBRATION_STEPS // 4)
+        return step + 1 == max(CALIBRATION_STEPS, start + 5)
 
     # ----- stopping ----------------------------------------------------------------------
     def stop_reason(self, step: int, elapsed_s: float) -> str | None:

@@ -1,4 +1,4 @@
-"""Seeding: one call makes a run reproducible (STYLE.md practice 10)."""
+"""Seeding: one call makes a run reproducible (docs/CONTRIBUTING.md)."""
 from __future__ import annotations
 
 import random

@@ -352,3 +352,14 @@ def test_a_run_resumed_before_the_plan_still_makes_one():
     for step in range(12, 40):
         late.observe(step, 0.1 * step, 0.1)
     assert late.planned is not None and late.calibration["at_step"] == CALIBRATION_STEPS
+    assert _calibration_steps(0) == [CALIBRATION_STEPS - 1]  # the step before the plan is made
+    assert _calibration_steps(17) == [22]  # resumed at 17: the window opens at 18, the plan comes at 23
+
+
+def _calibration_steps(first: int) -> list[int]:
+    b, marked = Budget(epochs=100, steps_per_epoch=1000, max_minutes=1.0), []
+    for s in range(first, 40):
+        if b.needs_calibration(s):
+            marked.append(s)
+        b.observe(s + 1, 0.1 * (s + 1), 0.1)
+    return marked
