@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from scripts.cli import UserError
 from stage4_transformer.models.attention import ATTN_IMPLS, padding_mask
-from stage4_transformer.models.layers import init_xavier, positional_encoding, scaled_embedding
+from stage4_transformer.models.layers import check_not_empty, init_xavier, positional_encoding, scaled_embedding
 from stage4_transformer.models.transformer import IMPLS, POS_KINDS, Encoder, torch_encoder, validate
 
 POOLINGS = ("cls", "mean")
@@ -74,6 +74,8 @@ class TransformerClassifier(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         """x (B, T) ids, mask (B, T) keep (None: ``x != pad_id``), labels (B,) -> ``(logits (B, K), loss or None)``."""
         keep = (x != self.cfg.pad_id) if mask is None else mask.bool()  # (B, T)
+        if self.cls is None:
+            check_not_empty(keep, "text")  # mean pooling over no tokens (with [CLS] an empty text is fine)
         h = scaled_embedding(self.embed, x)  # (B, T, C)
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.size(0), 1, -1), h], dim=1)  # (B, 1+T, C) [CLS] first

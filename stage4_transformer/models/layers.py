@@ -22,6 +22,17 @@ class SequenceTooLong(UserError, ValueError):
     """An input longer than the positional table (``max_len``): a one-line error, never an index error."""
 
 
+class EmptyInput(UserError, ValueError):
+    """A text with no tokens at all: attention over zero keys has no softmax (it would give NaN)."""
+
+
+def check_not_empty(keep: torch.Tensor, what: str = "input") -> None:
+    """keep (B, T) bool: every row needs at least one real token."""
+    if not bool(keep.any(dim=1).all()):
+        rows = (~keep.any(dim=1)).nonzero()[:, 0].tolist()
+        raise EmptyInput(f"empty {what}: row(s) {rows} of the batch have no tokens")
+
+
 # ----- LayerNorm (Ba et al. 2016; used after/before every sub-layer, §3.1) ---------------------------
 
 class LayerNorm(nn.Module):

@@ -29,6 +29,7 @@ from stage4_transformer.models.layers import (
     DecoderLayer,
     EncoderLayer,
     LayerNorm,
+    check_not_empty,
     init_xavier,
     positional_encoding,
     scaled_embedding,
@@ -188,7 +189,7 @@ class Transformer(nn.Module):
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         """Teacher-forced decoder over the whole target prefix: tgt_in (B, T), memory (B, S, C),
         src_mask (B, S) keep -> logits (B, T, V). Position t sees tgt_in[:, :t+1] only (causal mask)."""
-        T = tgt_in.size(1)
+        T, src_mask = tgt_in.size(1), src_mask.bool()
         tgt_keep = tgt_in != self.cfg.pad_id  # (B, T)
         x = self.embed_tokens(tgt_in)  # (B, T, C)
         if self.cfg.impl == "torch":
@@ -352,7 +353,9 @@ class Transformer(nn.Module):
 
     def translate(self, src, src_mask=None, beam_size: int = 1, max_len: int | None = None,
                   len_alpha: float = 1.0, use_cache: bool = True) -> list[dict]:
-        """Greedy (``beam_size=1``) or beam search, in eval mode (dropout off), restoring the mode after."""
+        """Greedy (``beam_size=1``) or beam search, in eval mode (dropout off), restoring the mode after.
+        An empty source sentence is an :class:`EmptyInput` error (one line), not a NaN translation."""
+        check_not_empty(self.src_keep(src, src_mask), "source sentence")
         was_training = self.training
         self.eval()
         try:

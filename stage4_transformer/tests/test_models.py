@@ -596,3 +596,33 @@ def test_scratch_and_torch_train_identically(norm_first):
         curves.append(curve)
     assert curves[0] == pytest.approx(curves[1], abs=1e-9)
     assert curves[0][-1] < curves[0][0] - 0.1
+
+
+def test_batched_search_equals_one_sentence_at_a_time():
+    """Greedy and beam search of a padded batch give each sentence the output it gets alone (no padding). Catches:
+    beams of one sentence reading another's rows, source padding visible to cross-attention during decoding,
+    a finished sentence that stops the others."""
+    model = make_model(seed=3)
+    with torch.no_grad():
+        model.embed.weight.mul_(4)
+    src, keep, _, _ = batch()
+    for k in (1, 3):
+        together = model.translate(src, keep, beam_size=k, max_len=10)
+        for b in range(src.size(0)):
+            alone = model.translate(src[b:b + 1, :int(keep[b].sum())], beam_size=k, max_len=10)[0]
+            assert alone["ids"] == together[b]["ids"]
+            assert alone["score"] == pytest.approx(together[b]["score"], abs=1e-9)
+
+
+def test_empty_input_is_a_clear_error():
+    """An all-padding source (or a text with mean pooling) is a one-line EmptyInput error naming the row, not a NaN
+    translation. Catches: decoding that silently returns garbage from NaN attention."""
+    from stage4_transformer.models import EmptyInput
+    model = make_model()
+    src = torch.tensor([[5, 6, 0], [0, 0, 0]])
+    with pytest.raises(EmptyInput, match=r"row\(s\) \[1\]"):
+        model.translate(src)
+    clf = TransformerClassifier(ClassifierConfig(vocab_size=24, d_model=16, n_heads=2, pooling="mean"))
+    with pytest.raises(UserError, match="empty text"):
+        clf(src)
+    assert not TransformerClassifier(ClassifierConfig(vocab_size=24, d_model=16, n_heads=2))(src)[0].isnan().any()
