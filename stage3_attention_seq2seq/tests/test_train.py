@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from scripts.checkpoint import load_checkpoint
+from scripts.log import read_metrics
 from stage3_attention_seq2seq import quickstart, train
 
 # 20 steps over 8-step epochs (two epoch ends), an evaluation every 6 steps and one at the end
@@ -104,6 +105,11 @@ def test_ctrl_c_anywhere_then_resume_is_bit_identical(where, k, reference, tiny,
     assert_same_weights(weights, ref_weights)
     for i in ref_adam:
         assert_same_weights(adam[i], ref_adam[i])
+    def logged(folder):
+        rows = read_metrics(folder / "metrics.jsonl")
+        return [(r["kind"], r["step"], r.get("loss"), r.get("val_loss")) for r in rows]
+
+    assert logged(tmp_path) == logged(ref_dir)  # the resumed run continued its own log, nothing twice
 
 
 def test_time_budget_reproduces_from_the_recorded_command(tiny, tmp_path, monkeypatch):
