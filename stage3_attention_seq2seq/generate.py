@@ -1,6 +1,7 @@
 """``generate.py`` is the stage-wide name for "produce text"; in stage 3 that is translation.
 
-    python generate.py --interactive          # the same as python translate.py --interactive
+    python generate.py --interactive                         # the same as python translate.py --interactive
+    python generate.py --input test.en --output test.hyp.fr  # one line out per line in
 
 Every flag is translate.py's (``python translate.py --help``).
 """
