@@ -78,3 +78,80 @@ def test_every_cli_help_runs_and_states_each_default_once(monkeypatch, capsys):
         assert "(default: None)" not in text and "(default: False)" not in text, path
         assert not re.search(r"\(default: (\)|\[\]|\(\)|\[')", text), f"{path}: an empty or list-repr default"
         assert re.search(r"--device (\{[a-z,]+\} |DEVICE )[^-]*\(default: \w+\)", text) or "--device" not in text, path
+
+
+class _Captured(Exception):
+    pass
+
+
+def _parsers_of(path, monkeypatch):
+    """Every argparse parser the CLI at ``path`` builds when asked for ``--help`` (captured, not printed)."""
+    import argparse
+    import runpy
+    import sys
+
+    seen = []
+    real = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        seen.append(self)
+        raise _Captured
+
+    monkeypatch.chdir(path.parent)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(sys, "argv", [path.name, "--help"])
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except (_Captured, SystemExit):
+        pass
+    finally:
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", real)
+    return seen
+
+
+OLD_SPELLINGS = ("--checkpoint_dir", "--log_interval", "--eval_interval", "--time_budget_min", "--out")
+CONTRACT_STAGES = ("stage1_mlp", "stage2_rnn_lstm", "stage3_attention_seq2seq")
+
+
+def test_every_cli_speaks_the_one_flag_vocabulary(monkeypatch):
+    """The shared flags have the same name, help text (meaning) and "zero = off" defaults in every CLI."""
+    import argparse
+
+    from scripts.flags import DEFAULT_SEED, HELP, TRAIN_FLAGS
+
+    checked = 0
+    for path in [p for p in CLIS if p.parent.name in CONTRACT_STAGES]:
+        parsers = _parsers_of(path, monkeypatch)
+        assert parsers, f"{path}: no argparse parser built"
+        for parser in parsers:
+            visible = [a for a in parser._actions if a.help != argparse.SUPPRESS]
+            shown = {s for a in visible for s in a.option_strings}
+            for old in OLD_SPELLINGS:
+                assert old not in shown, f"{path}: {old} is an old spelling (hidden aliases only)"
+            for action in visible:
+                if action.dest in HELP and action.option_strings:
+                    where = f"{path.relative_to(REPO_ROOT)} --{action.dest}"
+                    assert f"--{action.dest}" == action.option_strings[0], where
+                    assert action.help.startswith(HELP[action.dest]), f"{where}: help is not the shared meaning"
+                    assert action.default is not None or action.dest in ("checkpoint", "data_dir", "run_dir"), where
+                    checked += 1
+                if action.dest == "seed":
+                    assert action.default == DEFAULT_SEED, f"{path}: --seed default {action.default}"
+                if action.dest == "checkpoint":
+                    assert action.option_strings == ["--checkpoint", "--model_path"], path
+            if path.name == "train.py":
+                dests = {a.dest for a in visible}
+                missing = [f for f in TRAIN_FLAGS if f not in dests]
+                assert not missing, f"{path}: lacks shared flags {missing}"
+    assert checked > 40
+
+
+def test_ruff_check_is_clean():
+    import shutil
+    import subprocess
+
+    ruff = shutil.which("ruff")
+    assert ruff, "ruff is pinned in requirements.txt"
+    p = subprocess.run([ruff, "check", "--output-format", "concise", "."], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:]
