@@ -224,6 +224,8 @@ class Transformer(nn.Module):
         the weights the search used (position t sees only tokens <= t), so decoding need not record them."""
         if self.cfg.impl != "scratch":
             raise ValueError("attention_maps needs impl='scratch' (our modules keep their weights)")
+        was_training = self.training
+        self.eval()  # no dropout on the weights
         groups = {"encoder": [la.self_attn for la in self.encoder.layers],
                   "decoder": [la.self_attn for la in self.decoder.layers],
                   "cross": [la.cross_attn for la in self.decoder.layers]}
@@ -234,6 +236,7 @@ class Transformer(nn.Module):
             self.forward(src, src_mask, tgt_in)
             return {name: [m.weights for m in ms] for name, ms in groups.items()}
         finally:
+            self.train(was_training)
             for m in mods:
                 m.keep_weights, m.weights = False, None
 
@@ -246,13 +249,14 @@ class Transformer(nn.Module):
     def decode_step(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: dict) -> torch.Tensor:
         """One decoder position: y (B,) the newest token -> next-token logits (B, V); ``cache`` is updated in place.
 
-        Costs O(t) attention per layer instead of re-running the whole prefix (O(t^2)); cross-attention keys and
-        values of ``memory`` are computed on the first step only. Scratch implementation only.
+        Step t projects one position and attends over t cached keys: O(t*C + C^2) per layer, where re-running the
+        prefix costs O(t^2*C + t*C^2); cross-attention keys/values of ``memory`` are computed on the first step only.
+        Scratch implementation only.
         """
         if self.cfg.impl != "scratch":
             raise ValueError("decode_step needs impl='scratch' (nn.TransformerDecoder has no key/value cache)")
         x = self.embed_tokens(y[:, None], offset=cache["pos"])  # (B, 1, C)
-        h = self.decoder(x, memory, None, padding_mask(src_mask), cache["layers"])  # (B, 1, C)
+        h = self.decoder(x, memory, None, padding_mask(src_mask.bool()), cache["layers"])  # (B, 1, C)
         cache["pos"] += 1
         return self.out(h[:, 0])  # (B, V)
 
@@ -331,7 +335,7 @@ class Transformer(nn.Module):
             logp = self._next_log_probs(hist, memory, keep, cache).double()  # (B*k, V)
             V = logp.size(-1)
             ended = torch.full_like(logp, float("-inf"))  # (B*k, V)
-            ended[:, cfg.pad_id] = 0.0
+            ended[:, cfg.pad_id] = 0.0  # (B*k, V) the one free continuation of a finished hypothesis
             logp = torch.where(finished[:, None], ended, logp)  # finished rows: only <pad>, free
             cand = scores.view(-1, 1) + logp  # (B*k, V) candidate sums
             cand_len = lengths + (~finished).double()  # (B*k,) length after this step
@@ -344,7 +348,7 @@ class Transformer(nn.Module):
             hist = torch.cat([hist[rows], y.view(-1, 1)], dim=1)  # (B*k, t+1)
             if cache is not None:
                 self.reorder_cache(cache, rows)
-            finished = finished | (y.view(-1) == cfg.eos_id)
+            finished = finished | (y.view(-1) == cfg.eos_id)  # (B*k,)
             if finished.all():
                 break
         final = scores.view(-1) / lengths.clamp(min=1).pow(len_alpha)  # (B*k,)

@@ -519,10 +519,13 @@ def test_impossible_config_is_a_one_line_user_error(bad, needle):
 
 
 def test_classifier_impossible_config():
-    """ClassifierConfig shares the checks and adds its own (pooling, n_classes)."""
-    for bad in (dict(pooling="max"), dict(n_classes=1), dict(d_model=10, n_heads=4)):
-        with pytest.raises(UserError):
+    """ClassifierConfig shares the checks and adds its own (pooling, n_classes), each a one-line UserError.
+    Catches: a classifier config that skips the shared checks, a 1-class head, an unknown pooling that silently
+    falls back to mean pooling."""
+    for bad in (dict(pooling="max"), dict(n_classes=1), dict(d_model=10, n_heads=4), dict(dropout=1.0)):
+        with pytest.raises(UserError) as e:
             ClassifierConfig(**bad)
+        assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("pos", ["sinusoidal", "learned"])
