@@ -274,8 +274,7 @@ class Transformer(nn.Module):
             logits = self.decode_step(hist[:, -1], memory, src_mask, cache)  # (N, V)
         else:
             logits = self.decode(hist, memory, src_mask)[:, -1]  # (N, V)
-        logits = logits.index_fill(-1, torch.tensor([self.cfg.pad_id, self.cfg.bos_id], device=logits.device),
-                                   float("-inf"))  # (N, V)
+        logits[:, [self.cfg.pad_id, self.cfg.bos_id]] = float("-inf")  # (N, V) in place: a fresh tensor, no grad
         return F.log_softmax(logits, dim=-1)  # (N, V)
 
     def _max_out(self, src_mask, max_len):
@@ -326,29 +325,33 @@ class Transformer(nn.Module):
         keep = keep.repeat_interleave(k, dim=0)  # (B*k, S)
         cache = self.new_cache() if use_cache and cfg.impl == "scratch" else None
         hist = torch.full((B * k, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (B*k, 1)
-        scores = torch.full((B, k), float("-inf"), dtype=torch.float64, device=dev)  # (B, k) sum log p
+        dtype = memory.dtype
+        scores = torch.full((B, k), float("-inf"), dtype=dtype, device=dev)  # (B, k) sum log p
         scores[:, 0] = 0.0  # one live hypothesis at the start, not k copies of it
-        lengths = torch.zeros(B * k, dtype=torch.float64, device=dev)  # (B*k,)
+        lengths = torch.zeros(B * k, dtype=dtype, device=dev)  # (B*k,)
         finished = torch.zeros(B * k, dtype=torch.bool, device=dev)  # (B*k,)
         base = torch.arange(B, device=dev)[:, None] * k  # (B, 1) first row of each sentence
         for _ in range(self._max_out(keep, max_len)):
-            logp = self._next_log_probs(hist, memory, keep, cache).double()  # (B*k, V)
-            V = logp.size(-1)
-            ended = torch.full_like(logp, float("-inf"))  # (B*k, V)
-            ended[:, cfg.pad_id] = 0.0  # (B*k, V) the one free continuation of a finished hypothesis
-            logp = torch.where(finished[:, None], ended, logp)  # finished rows: only <pad>, free
-            cand = scores.view(-1, 1) + logp  # (B*k, V) candidate sums
-            cand_len = lengths + (~finished).double()  # (B*k,) length after this step
-            norm = cand / cand_len.clamp(min=1).pow(len_alpha)[:, None]  # (B*k, V) normalised
-            _, idx = norm.view(B, k * V).topk(k, dim=-1)  # (B, k) best candidates of each sentence
-            beam, y = idx // V, idx % V  # (B, k) parent beam, new token
-            rows = (base + beam).view(-1)  # (B*k,) parent rows
-            scores = cand.view(B, k * V).gather(1, idx)  # (B, k)
+            logp = self._next_log_probs(hist, memory, keep, cache)  # (B*k, V)
+            kk = min(k, logp.size(-1))
+            top_lp, top_y = logp.topk(kk, dim=-1)  # (B*k, kk) only a row's kk best tokens can survive
+            # a finished hypothesis has exactly one continuation: <pad>, at no cost
+            pad_only = torch.full((kk,), float("-inf"), dtype=dtype, device=dev)  # (kk,)
+            pad_only[0] = 0.0
+            top_lp = torch.where(finished[:, None], pad_only, top_lp)  # (B*k, kk)
+            top_y = top_y.masked_fill(finished[:, None], cfg.pad_id)  # (B*k, kk)
+            cand = scores.view(-1, 1) + top_lp  # (B*k, kk) candidate sums
+            cand_len = lengths + (~finished).to(dtype)  # (B*k,) length after this step
+            norm = cand / cand_len.clamp(min=1).pow(len_alpha)[:, None]  # (B*k, kk) normalised
+            _, idx = norm.view(B, k * kk).topk(k, dim=-1)  # (B, k) best candidates of each sentence
+            rows = (base + idx // kk).view(-1)  # (B*k,) parent rows
+            y = top_y.view(B, k * kk).gather(1, idx).view(-1)  # (B*k,) new tokens
+            scores = cand.view(B, k * kk).gather(1, idx)  # (B, k)
             lengths, finished = cand_len[rows], finished[rows]  # (B*k,)
-            hist = torch.cat([hist[rows], y.view(-1, 1)], dim=1)  # (B*k, t+1)
+            hist = torch.cat([hist[rows], y[:, None]], dim=1)  # (B*k, t+1)
             if cache is not None:
                 self.reorder_cache(cache, rows)
-            finished = finished | (y.view(-1) == cfg.eos_id)  # (B*k,)
+            finished = finished | (y == cfg.eos_id)  # (B*k,)
             if finished.all():
                 break
         final = scores.view(-1) / lengths.clamp(min=1).pow(len_alpha)  # (B*k,)
