@@ -443,6 +443,30 @@ def test_beam_search_is_exact_with_a_wide_beam(len_alpha):
     assert [f["score"] for f in found] == pytest.approx(scores, abs=1e-9)
 
 
+def test_beam_ranks_finished_hypotheses_by_normalised_score(monkeypatch):
+    """A hand-made next-token table where a short finished hypothesis ([<eos>], -1.0) beats the live ones on the raw
+    sum but not per token: with k=2 and len_alpha=1 the search must keep both live extensions of "a" and end with
+    "a b <eos>" (-1.26 / 3); with len_alpha=0 the raw best, the empty output, wins. Catches: ranking the beam by raw
+    sums during the search (the finished hypothesis then evicts "a b" and the answer is empty)."""
+    model = make_model(vocab_size=16).eval()
+    A, B_ = 4, 5
+    table = {(): {EOS: -1.0, A: -1.1, B_: -1.2}, (A,): {A: -0.1, B_: -0.15, EOS: -5.0},
+             (A, A): {EOS: -3.0}, (A, B_): {EOS: -0.01}}
+
+    def fake(hist, memory, src_mask, cache):
+        out = torch.full((hist.size(0), 16), float("-inf"), dtype=memory.dtype)
+        for r, h in enumerate(hist[:, 1:].tolist()):
+            for tok, lp in table.get(tuple(h), {EOS: -50.0}).items():
+                out[r, tok] = lp
+        return out
+
+    monkeypatch.setattr(model, "_next_log_probs", fake)
+    src = torch.tensor([[5, 6, 7]])
+    found = model.beam_search(src, beam_size=2, max_len=3, len_alpha=1.0, use_cache=False)[0]
+    assert found["ids"] == [A, B_] and found["score"] == pytest.approx(-1.26)
+    assert model.beam_search(src, beam_size=2, max_len=3, len_alpha=0.0, use_cache=False)[0]["ids"] == []
+
+
 def test_embedding_is_scaled_and_positioned():
     """Decoder/encoder inputs are sqrt(d_model) * E[ids] + PE[offset + t] (§3.4, §3.5). Catches: a missing sqrt(d_model)
     scale (the tied embedding matrix then drowns in the positional signal), PE not added, a wrong offset."""
