@@ -148,8 +148,8 @@ def test_mha_matches_torch(fused, kind):
 @pytest.mark.parametrize("fused", [False, True])
 def test_manual_attention_equals_sdpa(fused):
     """attn_impl="manual" (our eq. 1) and "sdpa" (F.scaled_dot_product_attention) with the same weights and a mask,
-    for one MHA and for the whole model. Catches: the SDPA path given an inverted (True = blocked) mask, or the
-    manual path scaling differently from PyTorch's kernel."""
+    for one MHA and for the whole model (loss and every gradient). Catches: the SDPA path given an inverted
+    (True = blocked) mask, or the manual path scaling differently from PyTorch's kernel."""
     torch.manual_seed(0)
     manual = MultiHeadAttention(16, 4, fused_qkv=fused).double()
     fast = MultiHeadAttention(16, 4, fused_qkv=fused, attn_impl="sdpa").double()
@@ -167,6 +167,11 @@ def test_manual_attention_equals_sdpa(fused):
     l1, loss1 = m1(src, keep, tgt_in, tgt_out)
     l2, loss2 = m2(src, keep, tgt_in, tgt_out)
     torch.testing.assert_close(loss1, loss2, **TOL)
+    loss1.backward()
+    loss2.backward()
+    g1, g2 = grads(m1), grads(m2)
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], **TOL, msg=lambda m: f"{name}: {m}")
 
 
 # ----- LayerNorm, positional encoding ----------------------------------------------------------------------
@@ -653,3 +658,37 @@ def test_empty_input_is_a_clear_error():
     with pytest.raises(UserError, match="empty text"):
         clf(src)
     assert not TransformerClassifier(ClassifierConfig(vocab_size=24, d_model=16, n_heads=2))(src)[0].isnan().any()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    """state_dict + asdict(config) saved with torch.save and loaded with weights_only=True rebuild the same model
+    (same logits, tie intact; the sinusoid table is recomputed, not stored). Catches: a config that is not plain data,
+    a buffer that must be saved but is not (or a table that bloats every checkpoint), the tie lost on load."""
+    from dataclasses import asdict
+
+    from scripts.config import config_from_dict
+    model = make_model(norm_first=True)
+    path = tmp_path / "m.pt"
+    torch.save({"model": model.state_dict(), "config": asdict(model.cfg)}, path)
+    saved = torch.load(path, weights_only=True)
+    assert not any("table" in k for k in saved["model"])
+    again = Transformer(config_from_dict(TransformerConfig, saved["config"])).double()
+    again.load_state_dict(saved["model"])
+    src, keep, tgt_in, _ = batch()
+    torch.testing.assert_close(again(src, keep, tgt_in)[0], model(src, keep, tgt_in)[0], **TOL)
+    assert again.out.weight is again.embed.weight
+
+
+def test_dropout_on_in_training_off_in_translate():
+    """With dropout 0.3, two training-mode forwards differ, while translate() is deterministic and restores the
+    training mode. Catches: dropout modules never registered (always off), translate() decoding with dropout on,
+    translate() leaving the model in eval mode."""
+    model = make_model(dropout=0.3)
+    model.train()
+    src, keep, tgt_in, _ = batch()
+    assert not torch.equal(model(src, keep, tgt_in)[0], model(src, keep, tgt_in)[0])
+    first = model.translate(src, keep, beam_size=2, max_len=6)
+    assert model.training
+    assert model.translate(src, keep, beam_size=2, max_len=6) == first
+    model.eval()
+    assert model.translate(src, keep, beam_size=2, max_len=6) == first
