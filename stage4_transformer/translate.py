@@ -22,7 +22,13 @@ from scripts.data import read_text
 from scripts.device import add_device_args, pick_device
 from scripts.flags import add_checkpoint_arg
 from stage4_transformer.utils.checkpoint import load_model
-from stage4_transformer.utils.evaluation import attention_for, attention_text, plot_attention, translate_sentences
+from stage4_transformer.utils.evaluation import (
+    attention_for,
+    attention_text,
+    plot_attention,
+    prepare,
+    translate_sentences,
+)
 
 
 def build_parser():
@@ -65,8 +71,7 @@ def notes_for(out: dict, limit: int, where: str = "") -> None:
 def check_sentence(sentence: str, tokenizer) -> None:
     if not sentence.strip():
         raise UserError("empty input sentence")
-    ids = tokenizer.encode(sentence)
-    if ids and all(i == 1 for i in ids):
+    if prepare([sentence], tokenizer, 1)[0]["all_unknown"]:
         raise UserError(f"every character of {sentence[:40]!r} is unknown to the model's tokenizer "
                         f"(characters never seen in training); nothing to translate")
 

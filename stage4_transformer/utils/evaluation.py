@@ -32,7 +32,7 @@ def prepare(sentences: list[str], tokenizer: SubwordTokenizer, limit: int) -> li
         ids = tokenizer.encode(s)
         unknown = tokenizer.unknown_chars(s) if UNK_ID in ids else []
         out.append({"ids": ids[:limit], "truncated": len(ids) > limit, "n_tokens": len(ids), "unknown": unknown,
-                    "all_unknown": bool(ids) and all(i == UNK_ID for i in ids)})
+                    "all_unknown": UNK_ID in ids and all(i == UNK_ID or tokenizer.id_to_token(i) == "▁" for i in ids)})
     return out
 
 
@@ -94,11 +94,12 @@ def attention_for(model, tokenizer, out: dict, device="cpu") -> dict | None:
     or None for the torch implementation (nn.MultiheadAttention does not keep its weights here)."""
     if model.cfg.impl != "scratch":
         return None
+    ids = out["ids"][:model.cfg.max_len - 1]  # an output cut at max_len has no <eos> row beyond the table
     src = torch.tensor([out["src_ids"]], device=device)
-    tgt_in = torch.tensor([[model.cfg.bos_id, *out["ids"]]], device=device)
+    tgt_in = torch.tensor([[model.cfg.bos_id, *ids]], device=device)
     maps = model.attention_maps(src, None, tgt_in)
     return {"src": [tokenizer.id_to_token(i) for i in out["src_ids"]],
-            "tgt": [tokenizer.id_to_token(i) for i in out["ids"]] + ["<eos>"],
+            "tgt": [tokenizer.id_to_token(i) for i in ids] + ["<eos>"],
             **{k: [m[0].float().cpu() for m in v] for k, v in maps.items()}}
 
 
