@@ -139,9 +139,14 @@ class ClassifyConfig:
 
 # ----- data: tokenize once, pad per batch --------------------------------------------------------
 
+def clean_text(text: str) -> str:
+    """IMDb reviews hold HTML line breaks (``<br />``); they become spaces before tokenizing."""
+    return text.replace("<br />", " ").replace("<br/>", " ")
+
+
 def encode_texts(tok: SubwordTokenizer, texts: list[str], max_len: int) -> list[list[int]]:
     """Ids of every text (first ``max_len`` tokens); a text with no tokens becomes ``[<unk>]``."""
-    return [ids[:max_len] or [UNK_ID] for ids in tok.encode_batch(texts)]
+    return [ids[:max_len] or [UNK_ID] for ids in tok.encode_batch([clean_text(t) for t in texts])]
 
 
 def collate_batch(ids: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,7 +343,8 @@ def train(argv: list[str]) -> dict:
     names = data.train.label_names
     # the tokenizer: trained on the training part only (or the one saved in the checkpoint)
     t0 = time.perf_counter()
-    tok = SubwordTokenizer.from_str(ckpt["vocab"]) if ckpt else SubwordTokenizer.train(data.train.texts, cfg.vocab_size)
+    tok = SubwordTokenizer.from_str(ckpt["vocab"]) if ckpt else SubwordTokenizer.train(
+        [clean_text(t) for t in data.train.texts], cfg.vocab_size)
     train_ids = encode_texts(tok, data.train.texts, cfg.max_len)
     val_ids = encode_texts(tok, data.val.texts, cfg.max_len)
     lens = [len(r) for r in train_ids]
@@ -353,7 +359,7 @@ def train(argv: list[str]) -> dict:
     model = TransformerClassifier(cfg.model_config(len(names), len(tok)))
     opt = make_optimizer(model, cfg)
     spe = math.ceil(len(train_ids) / cfg.batch_size)
-    step, best, bad, history, resumed_at, wall = 0, -1.0, 0, [], [], 0.0
+    step, best, bad, history, resumed_at, wall, ev_loss, ev_n = 0, -1.0, 0, [], [], 0.0, 0.0, 0
     budget_state = None
     if ckpt:
         model.load_state_dict(ckpt["model"])
@@ -362,6 +368,7 @@ def train(argv: list[str]) -> dict:
         history, wall = list(ckpt["history"]), ckpt["wall_s"]
         resumed_at = list(ckpt["resumed_at_steps"]) + [ckpt["step"]]
         budget_state = ckpt["budget"]
+        ev_loss, ev_n = ckpt["eval_window"]
         set_rng_state(ckpt["rng"], gen)
     budget = Budget(epochs=cfg.epochs, steps_per_epoch=spe, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
                     schedule_steps=cfg.schedule_steps, state=budget_state)
@@ -376,7 +383,12 @@ def train(argv: list[str]) -> dict:
     def state():
         return {"optimizer": opt.state_dict(), "step": step, "best_metric": best, "bad_evals": bad,
                 "history": history, "resumed_at_steps": resumed_at, "wall_s": wall, "budget": budget.state(),
-                "rng": get_rng_state(gen)}
+                "rng": get_rng_state(gen), "eval_window": [ev_loss, ev_n]}
+
+    def seen(steps: int) -> int:
+        """Training examples seen after ``steps`` steps."""
+        full, part = divmod(steps, spe)
+        return full * len(train_ids) + min(part * cfg.batch_size, len(train_ids))
 
     def validate() -> tuple[float, float]:
         logits = predict_logits(model, val_ids, 2 * cfg.batch_size)
@@ -423,10 +435,12 @@ def train(argv: list[str]) -> dict:
             bar.update(1)
             win_loss, win_n, win_t, win_steps = win_loss + loss.item() * len(idx), win_n + len(idx), win_t + dt, \
                 win_steps + 1
-            if budget.needs_calibration(step) and eval_s is None:
+            ev_loss, ev_n = ev_loss + loss.item() * len(idx), ev_n + len(idx)
+            if budget.needs_calibration(step) and eval_s is None:  # time one validation pass for the plan
                 t = time.perf_counter()
                 validate()
                 eval_s = time.perf_counter() - t
+                wall += eval_s
             budget.observe(step, wall, dt, eval_s_per_step=(eval_s or 0.0) / eval_every)
             if step % cfg.log_every == 0:
                 logger.log(step, loss=win_loss / win_n, lr=lr, **{"samples/s": win_n / win_t,
@@ -436,9 +450,11 @@ def train(argv: list[str]) -> dict:
                 t = time.perf_counter()
                 acc, vloss = validate()
                 eval_s = time.perf_counter() - t
-                history.append({"step": step, "examples": step * cfg.batch_size, "epoch": step / spe,
-                                "wall_s": round(wall, 2), "train_loss": loss.item(), "val_loss": vloss,
+                wall += eval_s  # the time budget counts evaluations too
+                history.append({"step": step, "examples": seen(step), "epoch": round(step / spe, 3),
+                                "wall_s": round(wall, 2), "train_loss": ev_loss / ev_n, "val_loss": vloss,
                                 "val_accuracy": acc})
+                ev_loss, ev_n = 0.0, 0
                 logger.log(step, prefix="eval", val_loss=vloss, val_accuracy=acc, lr=lr)
                 if acc > best:
                     best, bad = acc, 0
@@ -492,7 +508,7 @@ def evaluate(argv: list[str]) -> dict:
         if all(c.isspace() or c in unknown for c in args.text):
             raise UserError(f"--text has only characters the model never saw ({''.join(sorted(unknown))}); "
                             f"give a text in the training language")
-        ids = tok.encode(args.text)[:cfg.max_len]
+        ids = encode_texts(tok, [args.text], cfg.max_len)[0]
         with torch.inference_mode():
             x, keep = collate_batch([ids], [0])
             probs = torch.softmax(model(x, keep)[0][0].float(), -1).tolist()
