@@ -232,8 +232,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, trained, capsys):
     other = tmp_path / "stage1.pt"
     save_checkpoint(other, {"model": {}, "config": {}}, "stage1_mlp")
     assert "is a stage1_mlp checkpoint" in cli_error(capsys, ["evaluate", "--checkpoint", str(other)])
-    translation = tmp_path / "best_model.pt"
-    save_checkpoint(translation, {"model": {}, "config": {"d_model": 16}}, "stage4_transformer")
+    translation = tmp_path / "best_transformer.pt"  # the layout of train.py's (translation) checkpoints
+    save_checkpoint(translation, {"model": {}, "config": {"train": {"src_lang": "en", "tgt_lang": "fr"},
+                                                          "model": {"d_model": 16}}, "vocab": {"tokenizer": "{}"}},
+                    "stage4_transformer")
     assert "translation checkpoint, not a classifier" in cli_error(capsys, ["evaluate", "--checkpoint",
                                                                              str(translation)])
     assert "test split" in cli_error(capsys, ["evaluate", "--checkpoint", best, "--data_dir", SAMPLE])
