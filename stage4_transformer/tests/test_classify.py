@@ -155,6 +155,8 @@ def test_cls_pooling_trains_and_round_trips(tmp_path):
     cfg, model, tok, names, _ = classify.load_classifier(tmp_path / "cls" / "ck" / classify.BEST)
     assert model.cfg.pooling == "cls" and cfg.impl == "torch" and names == ["neg", "pos"]
     assert model.cls is not None and len(r["history"]) == 2
+    classify.set_attention_dropout(model, 0.25)  # --attn_dropout reaches nn.MultiheadAttention as well
+    assert [m.dropout for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)] == [0.25]
     ids = classify.encode_texts(tok, ["Great acting.", "Dull, dull, dull plot.", ""], cfg.max_len)
     assert ids[2] == [classify.UNK_ID]  # an empty text is one <unk>, never a crash in pooling
     x, keep = classify.collate_batch(ids, [0, 1, 2])
