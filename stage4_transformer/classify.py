@@ -417,6 +417,25 @@ def train(argv: list[str]) -> dict:
             return "patience"
         return budget.stop_reason(steps, wall)
 
+    def evaluate_and_save(lr: float) -> None:
+        """Validation accuracy; ``best_*`` when it improved, ``last_*`` always; one ``history`` entry."""
+        nonlocal wall, eval_s, ev_loss, ev_n, best, bad
+        t = time.perf_counter()
+        acc, vloss = validate()
+        eval_s = time.perf_counter() - t
+        wall += eval_s  # the time budget counts evaluations too
+        history.append({"step": step, "examples": seen(step), "epoch": round(step / spe, 3),
+                        "wall_s": round(wall, 2), "train_loss": ev_loss / max(ev_n, 1), "val_loss": vloss,
+                        "val_accuracy": acc})
+        ev_loss, ev_n = 0.0, 0
+        logger.log(step, prefix="eval", val_loss=vloss, val_accuracy=acc, lr=lr)
+        if acc > best:
+            best, bad = acc, 0
+            save(out / BEST, model, cfg, tok, names, **state())
+        else:
+            bad += 1
+        save(out / LAST, model, cfg, tok, names, **state())
+
     eval_s = None
     stop_reason = None
     batches: dict = {}
@@ -462,26 +481,15 @@ def train(argv: list[str]) -> dict:
                                                                  "ms/step": 1000 * win_t / win_steps})
                 win_loss, win_n, win_t, win_steps = 0.0, 0, 0.0, 0
             if step % eval_every == 0 or finished(step, patience=False):
-                t = time.perf_counter()
-                acc, vloss = validate()
-                eval_s = time.perf_counter() - t
-                wall += eval_s  # the time budget counts evaluations too
-                history.append({"step": step, "examples": seen(step), "epoch": round(step / spe, 3),
-                                "wall_s": round(wall, 2), "train_loss": ev_loss / ev_n, "val_loss": vloss,
-                                "val_accuracy": acc})
-                ev_loss, ev_n = 0.0, 0
-                logger.log(step, prefix="eval", val_loss=vloss, val_accuracy=acc, lr=lr)
-                if acc > best:
-                    best, bad = acc, 0
-                    save(out / BEST, model, cfg, tok, names, **state())
-                else:
-                    bad += 1
-                save(out / LAST, model, cfg, tok, names, **state())
+                evaluate_and_save(lr)
             if stop.requested:
                 save(out / LAST, model, cfg, tok, names, **state())
                 bar.close()
                 logger.info(f"stopped at step {step}; continue with --resume")
                 raise KeyboardInterrupt
+        if step and (not history or history[-1]["step"] != step):  # e.g. the wall clock ran out between evals
+            evaluate_and_save(lr_at(step - 1, schedule=cfg.lr_schedule, lr=cfg.lr, total_steps=budget.total_steps(),
+                                    warmup_steps=warmup, min_lr=cfg.min_lr))
     bar.close()
     logger.info(f"training stopped ({stop_reason}) at step {step}, {wall:.0f}s; best val accuracy {best:.4f}")
     if not history:
