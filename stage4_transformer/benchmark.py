@@ -66,6 +66,7 @@ def build_parser():
     p.add_argument("--steps", type=int, default=IMPL_STEPS, help="impl: steps of the side-by-side loss curve")
     p.add_argument("--repeats", type=int, default=5, help="impl: timed fwd+bwd passes per implementation")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=HELP["seed"])
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--report", action="store_true", help=HELP["report"])
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="translate: more train.py flags")
     return p
@@ -74,8 +75,9 @@ def build_parser():
 def bench_translate(args) -> list[dict]:
     run_dir = Path("runs") / "bench_translate"
     print(f"benchmark translate: load average {os.getloadavg()} at start, cpus {os.cpu_count()}", flush=True)
+    threads = ["--threads", str(args.threads)] if args.threads else []
     train_rec = train.main([*TRANSLATE_TRAIN, "--max_minutes", str(args.max_minutes), "--seed", str(args.seed),
-                            "--out_dir", TRANSLATE_OUT, "--run_dir", str(run_dir), *args.extra])
+                            "--out_dir", TRANSLATE_OUT, "--run_dir", str(run_dir), *threads, *args.extra])
     print(f"benchmark translate: load average {os.getloadavg()} after training", flush=True)
     ckpt = train_rec["checkpoint"]
     averaged = train_rec.get("averaged")
@@ -187,6 +189,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.beam_size < 1 or args.steps < 1 or args.repeats < 1:
         raise UserError("--beam_size, --steps and --repeats must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     records = {"translate": bench_translate, "decode": bench_decode, "impl": bench_impl}[args.preset](args)
     if args.report:
         for rec in records:

@@ -187,7 +187,8 @@ def test_missing_data_dir_is_one_line(tmp_path, capsys, monkeypatch):
 
 def test_train_cli_writes_what_evaluate_reads(tmp_path):
     """train.py as a user runs it (a subprocess in the stage folder): exit 0, best_/last_ files, RESULT line."""
-    r = run_script(STAGE / "train.py", TINY + ["--max_steps", "2", "--out_dir", tmp_path, "--run_dir", tmp_path],
+    r = run_script(STAGE / "train.py", TINY + ["--max_steps", "2", "--dtype", "bfloat16", "--out_dir", tmp_path,
+                                            "--run_dir", tmp_path],
                    env={"OMP_NUM_THREADS": "1", "MY_LLM_RESULTS": str(tmp_path / "results")})
     assert r.returncode == 0, r.stderr
     (rec,) = parse_result_lines(r.stdout)
@@ -195,4 +196,51 @@ def test_train_cli_writes_what_evaluate_reads(tmp_path):
     assert "step 1 | loss" not in r.stdout  # --log_every 5
     last = load_checkpoint(tmp_path / train.LAST_NAME, kind="stage4_transformer")
     assert last["step"] == 2 and {"optimizer", "rng", "budget"} <= last.keys()
-    assert (tmp_path / train.BEST_NAME).is_file()
+    assert (tmp_path / train.BEST_NAME).is_file() and rec["config"]["train"]["dtype"] == "bfloat16"
+    assert all(v.dtype == torch.float32 for v in last["model"].values())  # autocast: the weights stay float32
+
+
+def test_help_speaks_the_shared_flag_vocabulary(capsys):
+    from scripts.flags import HELP, TRAIN_FLAGS
+
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in TRAIN_FLAGS + ("data_dir", "schedule_steps"):
+        assert f"--{flag}" in text and " ".join(HELP[flag].split()) in text, flag
+    assert "--vocab_size" in text and "--pad_id" not in text  # special ids come from the tokenizer
+    for main in (evaluate.main, translate.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        text = capsys.readouterr().out
+        assert "--checkpoint CHECKPOINT, --model_path CHECKPOINT" in text and "checkpoints/best_transformer.pt" in text
+
+
+def test_benchmark_reports_only_with_report(tmp_path, monkeypatch):
+    from scripts.results import make_result, report_result, write_result
+    from stage4_transformer import benchmark
+
+    calls = {}
+
+    def fake(name):
+        def main(argv):
+            calls[name] = argv
+            rec = make_result("stage4_transformer", name, "multi30k", "val", {"bleu": 1.0, "val_bleu": 1.0},
+                              params=1, train_wall_s=1.0, device="cpu", seed=1337, data_sha256="0" * 64,
+                              command="python benchmark.py")
+            rec["checkpoint"], rec["averaged"] = "checkpoints/bench_translate/best_transformer.pt", None
+            rec["result_file"] = str(write_result(rec, name=name, out_dir=tmp_path / "results", echo=False))
+            return rec
+        return main
+
+    monkeypatch.setattr(benchmark.train, "main", fake("translation_train"))
+    monkeypatch.setattr(benchmark.evaluate, "main", fake("translation"))
+    monkeypatch.setattr(benchmark, "report_result", lambda p: report_result(p, reported_root=tmp_path / "reported"))
+    benchmark.main(["translate"])
+    argv = calls["translation_train"]
+    assert argv[argv.index("--max_minutes") + 1] == "45.0" and "checkpoints/bench_translate" in argv
+    assert calls["translation"][:2] == ["--checkpoint", "checkpoints/bench_translate/best_transformer.pt"]
+    assert calls["translation"][calls["translation"].index("--beam_size") + 1] == "5"
+    assert not (tmp_path / "reported").exists()
+    benchmark.main(["translate", "--report"])
+    assert len(list((tmp_path / "reported" / "stage4_transformer").glob("*.json"))) == 2
