@@ -92,6 +92,8 @@ def test_checkpoint_averaging_is_the_mean_of_the_saved_weights(reference, tmp_pa
     assert record["averaged"]["from"] == snaps and "val_bleu_averaged" in record["metrics"]
     path = average.main(["--out_dir", str(out), "--last", "2", "--output", str(tmp_path / "avg.pt")])
     assert_same_weights(load_checkpoint(path)["model"], avg)  # average.py writes the same file
+    with pytest.raises(UserError, match=r"no ckpt_step<N>.pt snapshots in .* \(train with --average_last N"):
+        average.main(["--out_dir", str(tmp_path / "empty")])
 
 
 class SignalAt:
