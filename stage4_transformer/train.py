@@ -266,7 +266,7 @@ def build(cfg: TrainConfig, mvals: dict, device: torch.device, ckpt: dict | None
         state.update(ckpt["state"])
         state["resumed_at_steps"] = state["resumed_at_steps"] + [state["step"]]
         set_rng_state(ckpt["rng"])
-    forward = torch.compile(model) if cfg.compile else model
+    forward = torch.compile(model, dynamic=True) if cfg.compile else model  # token batches vary in shape
     log = RunLogger(cfg.run_dir, resume_step=state["step"] if ckpt is not None else None)
     log.info(f"multi30k {cfg.src_lang}->{cfg.tgt_lang}: train {len(train_pairs)} pairs, val {len(val_pairs)}; "
              f"joint BPE vocabulary {len(tokenizer)}")

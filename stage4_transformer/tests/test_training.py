@@ -10,6 +10,7 @@ import torch
 from scripts.checkpoint import load_checkpoint
 from scripts.cli import UserError
 from scripts.log import read_metrics
+from scripts.schedule import lr_at
 from stage4_transformer import average, quickstart, train
 from stage4_transformer.utils.checkpoint import AVERAGED_NAME, LAST_NAME
 
@@ -60,7 +61,12 @@ def reference(tmp_path_factory):
 
 def test_loss_falls_and_the_result_file(reference):
     out, record = reference
-    losses = [r["loss"] for r in read_metrics(out / "metrics.jsonl", kind="train")]
+    rows = read_metrics(out / "metrics.jsonl", kind="train")
+    losses = [r["loss"] for r in rows]
+    # the paper's schedule, stepped per optimizer step (warm-up 4, peak --lr 3e-3, then inverse square root)
+    assert [r["lr"] for r in rows] == pytest.approx([lr_at(r["step"] - 1, schedule="noam", lr=3e-3, total_steps=12,
+                                                          warmup_steps=4) for r in rows])
+    assert max(r["lr"] for r in rows) == pytest.approx(3e-3) and rows[3]["lr"] == pytest.approx(3e-3)
     assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3  # real data, falling loss
     assert [r["step"] for r in record["history"]] == [5, 10, 12]
     row = record["history"][-1]
