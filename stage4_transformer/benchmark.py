@@ -46,7 +46,8 @@ from stage4_transformer.utils.tokenizer import BOS_ID, EOS_ID, PAD_ID, SubwordTo
 # the 45-minute translation run: ordinary train.py flags (the time budget is added by the preset)
 TRANSLATE_TRAIN = ["--vocab_size", "8000", "--d_model", "256", "--n_heads", "4", "--enc_layers", "3",
                    "--dec_layers", "3", "--d_ff", "1024", "--dropout", "0.1", "--norm_first",
-                   "--max_tokens", "4096", "--lr", "1e-3", "--lr_schedule", "noam", "--warmup_steps", "800",
+                   "--max_tokens", "4096", "--lr", "1e-3", "--lr_schedule", "cosine", "--warmup_steps", "400",
+                   "--min_lr", "1e-5",
                    "--label_smoothing", "0.1", "--epochs", "100", "--average_last", "5", "--val_sentences", "0",
                    "--log_every", "50"]
 TRANSLATE_MINUTES = 45.0
