@@ -57,12 +57,16 @@ BEST, LAST = "best_classifier.pt", "last_classifier.pt"
 LATENCY_MAX_S = 1.0  # batch-1 latency: at most --latency_samples texts or this many seconds (at least 10 texts)
 
 # Benchmark presets: `--preset NAME` puts these flags first (later flags on the command line win).
+# imdb30 (IMDb, target >= 88.5% test accuracy within 30 minutes on 2 CPU cores): a 1-layer, 64-wide, mean-pooled
+# encoder over the first 512 BPE tokens (88% of reviews whole). Context length is what pays on IMDb: in 3-minute
+# probes the same model reached 86.1% validation accuracy at step 600 with 256 tokens and 88.7% with 512.
+# 4 epochs (~3,000 steps, cosine to 0) take ~6-10 minutes at ~300-550 samples/s; --max_minutes 30 is only a cap.
 PRESETS = {
-    "imdb30": ["--dataset", "imdb", "--max_minutes", "30", "--epochs", "30", "--vocab_size", "16000",
-               "--max_len", "256", "--pooling", "mean", "--d_model", "64", "--n_heads", "2", "--n_layers", "1",
+    "imdb30": ["--dataset", "imdb", "--max_minutes", "30", "--epochs", "4", "--vocab_size", "16000",
+               "--max_len", "512", "--pooling", "mean", "--d_model", "64", "--n_heads", "2", "--n_layers", "1",
                "--d_ff", "128", "--dropout", "0.2", "--attn_dropout", "0", "--attn_impl", "sdpa", "--batch_size", "32",
-               "--lr", "2e-3", "--lr_schedule", "cosine", "--warmup_steps", "300", "--weight_decay", "0.05",
-               "--eval_every", "1000", "--out_dir", "checkpoints/classify_imdb30", "--run_dir", "runs/classify_imdb30"],
+               "--lr", "2e-3", "--lr_schedule", "cosine", "--warmup_steps", "150", "--weight_decay", "0.05",
+               "--eval_every", "250", "--out_dir", "checkpoints/classify_imdb30", "--run_dir", "runs/classify_imdb30"],
 }
 
 
@@ -80,13 +84,13 @@ class ClassifyConfig:
     data_dir: str = field(default="", metadata=shared("data_dir"))
     limit_train: int = field(default=0, metadata=shared("limit_train"))
     vocab_size: int = field(default=16000, metadata={"help": "BPE vocabulary size (trained on the training part only)"})
-    max_len: int = field(default=256, metadata={"help": "keep the first N subword tokens of each text (truncation)"})
+    max_len: int = field(default=512, metadata={"help": "keep the first N subword tokens of each text (truncation)"})
     # model
     pooling: str = field(default="mean", metadata={"choices": list(POOLINGS), "help": "[CLS] vector or mean pooling"})
-    d_model: int = field(default=128, metadata={"help": "model width C"})
-    n_heads: int = field(default=4, metadata={"help": "attention heads (d_model must be divisible by it)"})
+    d_model: int = field(default=64, metadata={"help": "model width C"})
+    n_heads: int = field(default=2, metadata={"help": "attention heads (d_model must be divisible by it)"})
     n_layers: int = field(default=1, metadata={"help": "encoder layers"})
-    d_ff: int = field(default=512, metadata={"help": "inner size of the feed-forward network"})
+    d_ff: int = field(default=128, metadata={"help": "inner size of the feed-forward network"})
     dropout: float = field(default=0.2, metadata={"help": "dropout (embeddings, residuals, attention, classifier)"})
     attn_dropout: float = field(default=0.0, metadata={
         "help": "dropout on the attention weights in training (0 = off: on a CPU the (B, h, T, T) random mask "
@@ -99,15 +103,15 @@ class ClassifyConfig:
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the loss"})
     # optimisation
     batch_size: int = field(default=32, metadata={"help": "texts per batch (length-bucketed)"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
     lr_schedule: str = field(default="cosine", metadata={"choices": list(SCHEDULES),
                                                           "help": "LR schedule after the warm-up"})
-    warmup_steps: int = field(default=300, metadata={"help": "linear warm-up steps"})
+    warmup_steps: int = field(default=150, metadata={"help": "linear warm-up steps"})
     min_lr: float = field(default=0.0, metadata={"help": "final LR of cosine/linear"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms)"})
     grad_clip: float = field(default=1.0, metadata=shared("grad_clip"))
     # budget, logging, output
-    epochs: int = field(default=10, metadata=shared("epochs"))
+    epochs: int = field(default=4, metadata=shared("epochs"))
     max_steps: int = field(default=0, metadata=shared("max_steps"))
     max_minutes: float = field(default=0.0, metadata=shared("max_minutes"))
     schedule_steps: int = field(default=0, metadata=shared("schedule_steps"))
