@@ -55,7 +55,8 @@ def test_stages_never_import_each_other_and_scripts_import_no_stage():
         assert not {m for m in _imports(py) if m.startswith("stage")}, py
 
 
-CLIS = sorted(p for s in STAGES for name in ["train", "evaluate", "generate", "translate", "benchmark"]
+CLIS = sorted(p for s in STAGES for name in ["train", "evaluate", "generate", "translate", "benchmark", "classify",
+                                             "average"]
               for p in [REPO_ROOT / s / f"{name}.py"] if p.exists())
 
 
@@ -110,11 +111,11 @@ def _parsers_of(path, monkeypatch):
 
 
 OLD_SPELLINGS = ("--checkpoint_dir", "--log_interval", "--eval_interval", "--time_budget_min", "--out")
-CONTRACT_STAGES = ("stage1_mlp", "stage2_rnn_lstm", "stage3_attention_seq2seq")
+CONTRACT_STAGES = ("stage1_mlp", "stage2_rnn_lstm", "stage3_attention_seq2seq", "stage4_transformer")
 
 
 def test_every_cli_speaks_the_one_flag_vocabulary(monkeypatch):
-    """The shared flags have the same name, help text (meaning) and "zero = off" defaults in every CLI."""
+    """The shared flags have the same name, help text (meaning) and "zero = off" defaults in every CLI of stages 1-4."""
     import argparse
 
     from scripts.flags import DEFAULT_SEED, HELP, TRAIN_FLAGS
@@ -139,7 +140,7 @@ def test_every_cli_speaks_the_one_flag_vocabulary(monkeypatch):
                     assert action.default == DEFAULT_SEED, f"{path}: --seed default {action.default}"
                 if action.dest == "checkpoint":
                     assert action.option_strings == ["--checkpoint", "--model_path"], path
-            if path.name == "train.py":
+            if path.name in ("train.py", "classify.py"):
                 dests = {a.dest for a in visible}
                 missing = [f for f in TRAIN_FLAGS if f not in dests]
                 assert not missing, f"{path}: lacks shared flags {missing}"
