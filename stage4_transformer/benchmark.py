@@ -5,8 +5,9 @@
     python benchmark.py impl --report          # scratch vs --impl torch: loss curve and fwd+bwd time ratios
 
 * ``translate``: ``train.py`` with :data:`TRANSLATE_TRAIN` (plain train.py flags, easy to change: 1,200 steps,
-  about 43 minutes on 2 cores; ``--max_minutes M`` adds a time budget), then ``evaluate.py`` on test_2016_flickr, test_2017_flickr and test_2017_mscoco with
-  beam 5, on the averaged weights if their validation BLEU is at least the best checkpoint's. Target: cased
+  about 43 minutes on 2 cores; ``--max_minutes M`` adds a time budget), then ``evaluate.py`` on
+  test_2016_flickr, test_2017_flickr and test_2017_mscoco with beam 5, on the averaged weights if their
+  validation BLEU is at least the best checkpoint's. Target: cased
   detokenised sacreBLEU >= 60.0 on test_2016_flickr (stage 3's Bahdanau model: 58.32 after the same 45 minutes).
 * ``decode``: the 1,000 sentences of test_2016_flickr, batched beam search k=5, once with the key/value cache and
   once recomputing the prefix, in one process; the speed-up ratio and whether the outputs are identical.
