@@ -5,7 +5,8 @@ The learning-rate schedule needs to know how many steps the run will take. With 
 follow the wall clock would make the result depend on how busy the machine was. So the budget
 is turned into a step count **once**:
 
-1. the first ``CALIBRATION_STEPS`` steps are timed (their LR does not depend on the length: under a
+1. the first ``CALIBRATION_STEPS`` steps are timed (the median step, so a burst of load from another
+   process does not shrink the plan) (their LR does not depend on the length: under a
    time budget the warm-up is at least that long for schedules whose early LR depends on it);
 2. ``planned = steps so far + (time left / time per step)``, less a small margin and the estimated
    evaluation time, capped by ``--epochs`` and ``--max_steps``; the schedule spans ``planned`` steps;
@@ -15,6 +16,8 @@ is turned into a step count **once**:
 command that reproduces the run on any machine without a clock: ``--max_steps S --schedule_steps P``.
 """
 from __future__ import annotations
+
+import statistics
 
 CALIBRATION_STEPS = 20
 MARGIN = 0.97  # plan for 97% of the time left: the estimate is a mean, some steps are slower
@@ -43,10 +46,12 @@ class Budget:
         self.calibration: dict | None = None
         self._window_start: tuple[int, float] | None = None
         self._step_s = 0.0  # running estimate of one step's duration (for the last-step check)
+        self._samples: list[float] = []  # durations of the steps in the timing window
         if state:
             self.planned, self.calibration = state.get("planned"), state.get("calibration")
             window = state.get("window")
             self._window_start = tuple(window) if window else None
+            self._samples = list(state.get("samples") or [])
 
     # ----- the step count ----------------------------------------------------------------
     def step_limit(self) -> int | None:
@@ -75,9 +80,17 @@ class Budget:
         if self._window_start is None and step >= CALIBRATION_STEPS // 4:  # skip the first, slow steps
             self._window_start = (step, elapsed_s)  # (a run resumed after step 5 opens it where it resumed)
             return
+        if self._window_start is None:
+            return
+        self._samples.append(step_s)
         if self._window_start is not None and step >= max(CALIBRATION_STEPS, self._window_start[0] + 5):
             s0, t0 = self._window_start
+            # the median step is robust to a burst of load from another process during the window; the ratio
+            # of wall time to summed step times adds back what happens between steps (logging, data)
             per_step = (elapsed_s - t0) / max(1, step - s0)
+            mean_sample = sum(self._samples) / len(self._samples)
+            if mean_sample > 0:
+                per_step = statistics.median(self._samples) * max(1.0, per_step / mean_sample)
             left = self.max_minutes * 60 - elapsed_s
             fit = int(MARGIN * left / (per_step + eval_s_per_step)) if per_step > 0 else 0
             planned = step + max(0, fit)
@@ -108,7 +121,8 @@ class Budget:
 
     def state(self) -> dict:
         return {"planned": self.planned, "calibration": self.calibration,
-                "window": list(self._window_start) if self._window_start else None}
+                "window": list(self._window_start) if self._window_start else None,
+                "samples": list(self._samples) if self.planned is None else []}
 
     def summary(self, steps_done: int) -> dict:
         """What the result file records: steps done, the schedule's length and how it was fixed."""

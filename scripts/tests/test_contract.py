@@ -147,6 +147,19 @@ def test_time_budget_becomes_one_fixed_step_count():
     assert restored.total_steps() == expected
 
 
+def test_a_burst_of_load_during_the_calibration_does_not_shrink_the_plan():
+    quiet, bursty = (Budget(epochs=100, steps_per_epoch=1000, max_minutes=1.0) for _ in range(2))
+    t_quiet = t_bursty = 0.0
+    for step in range(1, CALIBRATION_STEPS + 1):
+        slow = 1.0 if step in (9, 10, 11) else 0.1  # another process took the cores for three steps
+        t_quiet, t_bursty = t_quiet + 0.1, t_bursty + slow
+        quiet.observe(step, t_quiet, 0.1)
+        bursty.observe(step, t_bursty, slow)
+    assert bursty.calibration["s_per_step"] == pytest.approx(0.1)
+    assert bursty.planned == CALIBRATION_STEPS + int(0.97 * (60 - t_bursty) / 0.1)  # only the lost time is lost
+    assert quiet.planned - bursty.planned < 30
+
+
 def test_time_budget_plan_accounts_for_evaluation_time_and_step_limits():
     b = Budget(epochs=1, steps_per_epoch=500, max_minutes=1.0)
     for step in range(1, CALIBRATION_STEPS + 1):
