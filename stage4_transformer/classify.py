@@ -518,7 +518,7 @@ def final_result(cfg, data: cd.ClassificationData, argv, step, wall, budget, war
         best_val_accuracy=max(h["val_accuracy"] for h in history), train_samples=len(data.train),
         val_samples=len(data.val), checkpoint=str(Path(cfg.out_dir) / BEST), vocab=len(tok))
     print_summary(record)
-    write_result(record, name=f"classify_{cfg.dataset}_{split}")
+    record["result_file"] = str(write_result(record, name=f"classify_{cfg.dataset}_{split}"))
     return record
 
 
@@ -555,7 +555,7 @@ def evaluate(argv: list[str]) -> dict:
     record = result_record(cfg, split, scored, split_data, model.num_params(), None, data.protocol_note,
                            model_path=str(args.checkpoint), peak_rss_mb=peak_rss_mb())
     print_summary(record)
-    write_result(record, name=f"eval_classify_{cfg.dataset}_{split}")
+    record["result_file"] = str(write_result(record, name=f"eval_classify_{cfg.dataset}_{split}"))
     return record
 
 
