@@ -8,6 +8,7 @@ from pathlib import Path
 from scripts import REPO_ROOT
 from scripts.log import read_metrics
 from scripts.testing import run_notebook
+from stage4_transformer.benchmark import TRANSLATE_TRAIN
 
 NB = Path(__file__).resolve().parent.parent / "visualize.ipynb"
 REPORTED = REPO_ROOT / "results" / "reported"
@@ -76,9 +77,12 @@ def test_notebook_runs_and_its_prose_matches_its_numbers(tmp_path, monkeypatch):
                                     ).groups()
     assert float(peak) == 1e-3 and float(half) == 5e-4 and int(at) == 799 and int(at4) == 3199
     assert "4 倍预热步处正好是峰值的一半" in prose
-    first, cpeak, last = re.search(r"cosine: (\S+) at step 0, peak (\S+) at step 399, (\S+) at the last step "
-                                   r"\(--min_lr 1e-05\)", text).groups()
-    assert float(first) == 2.5e-6 and float(cpeak) == 1e-3 and float(last) == 1e-5
+    flag = {f: float(TRANSLATE_TRAIN[TRANSLATE_TRAIN.index(f) + 1]) for f in ("--lr", "--warmup_steps", "--min_lr")}
+    first, cpeak, at, last, min_lr = re.search(r"cosine: (\S+) at step 0, peak (\S+) at step (\d+), (\S+) at the last "
+                                               r"step \(--min_lr (\S+)\)", text).groups()
+    assert float(first) == float(f"{flag['--lr'] / flag['--warmup_steps']:.2e}")  # the benchmark preset's schedule
+    assert float(cpeak) == flag["--lr"] and int(at) == flag["--warmup_steps"] - 1
+    assert float(last) == float(min_lr) == flag["--min_lr"]
     assert "the paper's peak: 512^-0.5 * 4000^-0.5 = 6.99e-04 at step 4000" in text
 
     # section 3: the small model's numbers are its run's
