@@ -58,13 +58,16 @@ def current_command() -> str:
     """
     args = [a for a in sys.argv[1:] if a != "--resume"]
     argv = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *args]) if sys.argv and sys.argv[0] else ""
-    cwd = Path.cwd().resolve()
+    return f"{cd_prefix()}python {argv}".strip()
+
+
+def cd_prefix() -> str:
+    """``cd <folder relative to the repo> && `` for the current folder ("" at the root or outside the repo)."""
     try:
-        rel = cwd.relative_to(REPO_ROOT.resolve())
-        prefix = f"cd {rel} && " if str(rel) != "." else ""
+        rel = Path.cwd().resolve().relative_to(REPO_ROOT.resolve())
     except ValueError:
-        prefix = ""
-    return f"{prefix}python {argv}".strip()
+        return ""
+    return f"cd {rel} && " if str(rel) != "." else ""
 
 
 def make_result(stage: str, task: str, dataset: str, split: str, metrics: dict, *, params: int | None,

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import torch
 
-from scripts import REPO_ROOT
 from scripts.budget import CALIBRATION_STEPS, MARGIN, Budget, reproduce_argv, schedule_warmup
 from scripts.checkpoint import load_checkpoint, save_checkpoint, save_vocab_pickle, unwrap_model
 from scripts.cli import HelpFormatter, UserError, run_cli
@@ -60,7 +59,7 @@ from scripts.device import add_device_args, autocast, describe_device, pick_devi
 from scripts.flags import DEFAULT_SEED, HELP, check_non_negative, shared
 from scripts.interrupt import StopRequest
 from scripts.log import RunLogger, progress
-from scripts.results import make_result, peak_rss_mb, write_result
+from scripts.results import cd_prefix, make_result, peak_rss_mb, write_result
 from scripts.schedule import lr_at, set_lr
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
 from stage2_rnn_lstm.models.language_model import LMConfig, RNNLanguageModel
@@ -508,13 +507,7 @@ def reproduce_command(run: Run) -> str:
     words = reproduce_argv(canonical_argv(run), run.pos["step"], run.budget.total_steps(), run.cfg.max_minutes)
     if warmup_used(run.cfg) != run.cfg.warmup_steps:
         words += ["--warmup_steps", str(warmup_used(run.cfg))]
-    cwd = Path.cwd().resolve()
-    try:
-        rel = cwd.relative_to(REPO_ROOT.resolve())
-        prefix = f"cd {rel} && " if str(rel) != "." else ""
-    except ValueError:
-        prefix = ""
-    return prefix + shlex.join(["python", os.path.relpath(STAGE_DIR / "train.py", cwd), *words])
+    return cd_prefix() + shlex.join(["python", os.path.relpath(STAGE_DIR / "train.py", Path.cwd().resolve()), *words])
 
 
 def final_result(run: Run, reason: str) -> tuple[dict, Path]:
