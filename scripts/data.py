@@ -197,3 +197,31 @@ def sha256_files(paths: Iterable[str | Path]) -> str:
                 fh.update(chunk)
         h.update(fh.digest())
     return h.hexdigest()
+
+
+def transform_lines(input_path: str | Path, output_path: str | Path | None, transform) -> None:
+    """The ``--input FILE [--output FILE]`` batch mode of the generate/translate tools.
+
+    ``transform(lines, numbers)`` gets the non-blank input lines (and their 1-based line numbers) and returns
+    one output string per line. Blank lines stay blank, so the output has exactly one line per input line
+    (a tool like the ``sacrebleu`` command line can score it directly). Written to ``output_path`` (its folder
+    is created), else to stdout; a one-line summary goes to stderr.
+    """
+    if not Path(input_path).is_file():
+        raise UserError(f"--input {input_path}: no such file")
+    lines = read_text(input_path).split("\n")
+    if lines and lines[-1] == "":  # the final newline does not start another line
+        lines.pop()
+    lines = [ln.rstrip("\r") for ln in lines]
+    todo = [i for i, ln in enumerate(lines) if ln.strip()]
+    outputs = [""] * len(lines)
+    for i, text in zip(todo, transform([lines[i] for i in todo], [i + 1 for i in todo])):
+        outputs[i] = text
+    text = "".join(o + "\n" for o in outputs)
+    if output_path:
+        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_path).write_text(text, encoding="utf-8")
+        print(f"note: {len(todo)} line(s) translated, {len(lines) - len(todo)} empty line(s) kept empty "
+              f"-> {output_path}", file=sys.stderr, flush=True)
+    else:
+        sys.stdout.write(text)

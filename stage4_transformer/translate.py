@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from scripts.cli import HelpFormatter, UserError, repl_lines, run_cli
-from scripts.data import read_text
+from scripts.data import transform_lines
 from scripts.device import add_device_args, pick_device
 from scripts.flags import add_checkpoint_arg
 from stage4_transformer.utils.checkpoint import load_model
@@ -93,27 +93,16 @@ def translate_one(model, tokenizer, sentence, args, device, show: bool) -> dict:
 
 def translate_file(model, tokenizer, args, device) -> None:
     """``--input``: one output line per input line, empty lines kept empty (sacreBLEU reads the file as is)."""
-    if not Path(args.input).is_file():
-        raise UserError(f"--input {args.input}: no such file")
-    lines = read_text(args.input).split("\n")
-    if lines and lines[-1] == "":  # the final newline does not start another line
-        lines.pop()
-    lines = [ln.rstrip("\r") for ln in lines]
-    todo = [i for i, ln in enumerate(lines) if ln.strip()]
-    outs = translate_sentences(model, [lines[i] for i in todo], tokenizer, beam_size=args.beam_size,
-                               len_alpha=args.len_alpha, batch_size=args.batch_size, use_cache=not args.no_cache,
-                               device=device)
-    hyps = [""] * len(lines)
-    for i, out in zip(todo, outs):
-        hyps[i] = out["text"]
-        notes_for(out, model.cfg.max_len, where=f"{args.input} line {i + 1}: ")
-    text = "".join(h + "\n" for h in hyps)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text, encoding="utf-8")
-        note(f"{len(todo)} line(s) translated, {len(lines) - len(todo)} empty line(s) kept empty -> {args.output}")
-    else:
-        sys.stdout.write(text)
+
+    def transform(lines, numbers):
+        outs = translate_sentences(model, lines, tokenizer, beam_size=args.beam_size,
+                                   len_alpha=args.len_alpha, batch_size=args.batch_size,
+                                   use_cache=not args.no_cache, device=device)
+        for n, out in zip(numbers, outs):
+            notes_for(out, model.cfg.max_len, where=f"{args.input} line {n}: ")
+        return [out["text"] for out in outs]
+
+    transform_lines(args.input, args.output, transform)
 
 
 def main(argv=None):
