@@ -9,8 +9,7 @@ training loop runs inside :class:`StopRequest`::
         while step < total:
             ...one whole step...
             if stop.requested:          # checked only at the step boundary
-                save_last()             # a consistent, resumable state
-                raise KeyboardInterrupt # run_cli prints "interrupted", exit code 130
+                stop.save_and_stop(save_last, last_path, step)  # save, say so, raise KeyboardInterrupt
 
 The first signal only sets ``stop.requested`` (and says so on stderr); a second one raises
 :class:`KeyboardInterrupt` at once, for a user who does not want to wait. Checkpoints are
@@ -43,6 +42,17 @@ class StopRequest:
         if not self.quiet:
             print(f"\n{self.signal_name}: finishing this step, then saving a resumable checkpoint "
                   f"(press Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+
+    def save_and_stop(self, save, path, step: int, info=None, bar=None):
+        """At a step boundary after a stop request: ``save()`` the resumable checkpoint, close ``bar``, tell the
+        user (``info``, default stderr) and raise :class:`KeyboardInterrupt` (run_cli: "interrupted", exit 130)."""
+        save()
+        if bar is not None:
+            bar.close()
+        message = (f"{self.signal_name or 'stop'} at step {step}: saved {path}; "
+                   f"continue with the same command plus --resume")
+        (info or (lambda m: print(m, file=sys.stderr, flush=True)))(message)
+        raise KeyboardInterrupt
 
     def request(self) -> None:
         """Ask the loop to stop at the next step boundary (what the first signal does)."""

@@ -265,11 +265,7 @@ def train_loop(run: Run, state: dict, stop: StopRequest) -> str:
         if eval_due(run, state["step"]):
             evaluate_and_save(run, state)
         if stop.requested:  # the step boundary: a consistent state to save
-            save_last(run, state)
-            bar.close()
-            run.logger.info(f"interrupted at step {state['step']}: saved {run.out_dir / LAST}; "
-                            f"continue with the same command plus --resume")
-            raise KeyboardInterrupt
+            stop.save_and_stop(lambda: save_last(run, state), run.out_dir / LAST, state["step"], run.logger.info, bar)
     bar.close()
     if not state["history"] or state["history"][-1]["step"] != state["step"]:
         evaluate_and_save(run, state)  # the run ended between evaluations: score where it stopped

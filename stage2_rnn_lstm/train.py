@@ -383,11 +383,7 @@ def train_loop(run: Run) -> str:
                     time_one_evaluation(run)        # the time budget's plan counts evaluation time too
                 bar.total = run.budget.total_steps()
                 if stop.requested:                  # a whole step is done: a consistent place to stop
-                    save_last(run)
-                    bar.close()
-                    run.logger.info(f"interrupted at step {pos['step']}; saved {run.last_path} "
-                                    f"(continue with the same command plus --resume)")
-                    raise KeyboardInterrupt
+                    stop.save_and_stop(lambda: save_last(run), run.last_path, pos["step"], run.logger.info, bar)
             if pos["last_eval_step"] != pos["step"]:
                 evaluate(run, scheduled=False)      # the final weights count too
     finally:

@@ -487,10 +487,8 @@ def train(argv: list[str]) -> dict:
             if step % eval_every == 0 or finished(step, patience=False):
                 evaluate_and_save(lr)
             if stop.requested:
-                save(out / LAST, model, cfg, tok, names, **state())
-                bar.close()
-                logger.info(f"stopped at step {step}; continue with --resume")
-                raise KeyboardInterrupt
+                stop.save_and_stop(lambda: save(out / LAST, model, cfg, tok, names, **state()), out / LAST, step,
+                                   logger.info, bar)
         if step and (not history or history[-1]["step"] != step):  # e.g. the wall clock ran out between evals
             evaluate_and_save(lr_at(step - 1, schedule=cfg.lr_schedule, lr=cfg.lr, total_steps=budget.total_steps(),
                                     warmup_steps=warmup, min_lr=cfg.min_lr))

@@ -406,11 +406,7 @@ def train_loop(run: Run) -> str:
     with StopRequest() as stop:
         while True:
             if stop.requested:  # the step boundary: a consistent state to save
-                run.save_last()
-                bar.close()
-                log.info(f"{stop.signal_name or 'stop'}: saved {run.path(LAST_NAME)} at step {st['step']}; "
-                         f"continue with --resume")
-                raise KeyboardInterrupt
+                stop.save_and_stop(run.save_last, run.path(LAST_NAME), st["step"], log.info, bar)
             reason = should_stop(run)
             if reason:
                 bar.close()

@@ -376,3 +376,14 @@ def _calibration_steps(first: int) -> list[int]:
             marked.append(s)
         b.observe(s + 1, 0.1 * (s + 1), 0.1)
     return marked
+
+
+def test_save_and_stop_saves_then_raises(capsys):
+    saved = []
+    with pytest.raises(KeyboardInterrupt):
+        with StopRequest(quiet=True) as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            stop.save_and_stop(lambda: saved.append("last.pt"), "ck/last.pt", 7)
+    assert saved == ["last.pt"]
+    err = capsys.readouterr().err
+    assert "SIGTERM at step 7: saved ck/last.pt; continue with the same command plus --resume" in err
