@@ -72,6 +72,8 @@ def build_parser():
     p.add_argument("--limit", type=int, default=0, help="decode: only the first N test sentences (0 = all)")
     p.add_argument("--steps", type=int, default=IMPL_STEPS, help="impl: steps of the side-by-side loss curve")
     p.add_argument("--repeats", type=int, default=5, help="impl: timed fwd+bwd passes per implementation")
+    p.add_argument("--curve_dtype", choices=["float64", "float32"], default="float64",
+                   help="impl: precision of the side-by-side loss curves (timings are always float32)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=HELP["seed"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--report", action="store_true", help=HELP["report"])
@@ -165,8 +167,9 @@ def bench_impl(args) -> list[dict]:
     base = dict(IMPL_MODEL, vocab_size=len(tok), pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
     seed_everything(args.seed)
     curve_cfg = TransformerConfig(**base, dropout=0.0)
-    scratch = Transformer(curve_cfg)
-    torch_model = Transformer(dataclasses.replace(curve_cfg, impl="torch"))
+    dtype = getattr(torch, args.curve_dtype)
+    scratch = Transformer(curve_cfg).to(dtype)
+    torch_model = Transformer(dataclasses.replace(curve_cfg, impl="torch")).to(dtype)
     copy_weights(scratch, torch_model)
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9) for m in (scratch, torch_model)]
     curves = ([], [])
@@ -178,8 +181,9 @@ def bench_impl(args) -> list[dict]:
             opt.step()
             curve.append(loss.item())
     max_diff = max(abs(a - b) for a, b in zip(*curves))
-    print(f"loss curves over {len(curves[0])} steps: scratch {curves[0][0]:.4f} -> {curves[0][-1]:.4f}, "
-          f"torch {curves[1][0]:.4f} -> {curves[1][-1]:.4f}; largest difference {max_diff:.2e}", flush=True)
+    print(f"loss curves ({args.curve_dtype}) over {len(curves[0])} steps: scratch {curves[0][0]:.4f} -> "
+          f"{curves[0][-1]:.4f}, torch {curves[1][0]:.4f} -> {curves[1][-1]:.4f}; largest difference {max_diff:.2e}",
+          flush=True)
     batch = batches[-1]
     timing_cfg = TransformerConfig(**base)
     secs = {}
@@ -199,7 +203,7 @@ def bench_impl(args) -> list[dict]:
                       train_wall_s=None, device=describe_device(torch.device("cpu")), seed=args.seed,
                       data_sha256=sha256_files(corpus.files), primary_metric="ratio_sdpa_vs_torch",
                       model_config=dataclasses.asdict(timing_cfg), max_tokens=IMPL_MAX_TOKENS,
-                      loss_curves={"scratch": curves[0], "torch": curves[1]})
+                      loss_curves={"scratch": curves[0], "torch": curves[1]}, curve_dtype=args.curve_dtype)
     rec["result_file"] = str(write_result(rec, name="bench_impl"))
     return [rec]
 

@@ -261,11 +261,14 @@ class Transformer(nn.Module):
         return self.out(h[:, 0])  # (B, V)
 
     @staticmethod
-    def reorder_cache(cache: dict, rows: torch.Tensor) -> None:
-        """Beam search: row r of the cache becomes old row ``rows[r]`` (self-attention keys/values only: rows
-        always stay within their own sentence, whose cross-attention keys/values are the same for every beam)."""
+    def reorder_cache(cache: dict, rows: torch.Tensor, cross_rows: torch.Tensor | None = None) -> None:
+        """Beam search: row r of the cache becomes old row ``rows[r]``. Self-attention keys/values only, unless
+        ``cross_rows`` is given: a reorder keeps rows within their own sentence, whose cross-attention keys/values
+        are the same for every beam; ``cross_rows`` drops the rows of finished sentences from them too."""
         for c in cache["layers"]:
             c["self_k"], c["self_v"] = c["self_k"][rows], c["self_v"][rows]  # (B*k, h, t, d_k)
+            if cross_rows is not None:
+                c["cross_k"], c["cross_v"] = c["cross_k"][cross_rows], c["cross_v"][cross_rows]  # (B*k, h, S, d_k)
 
     def _next_log_probs(self, hist, memory, src_mask, cache):
         """log p(next | hist) (N, V): from the cache (one step), or recomputing the whole prefix ``hist`` (N, t).
@@ -288,23 +291,34 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def greedy_decode(self, src, src_mask=None, max_len: int | None = None, use_cache: bool = True) -> list[dict]:
-        """Batched greedy search: one ``{"ids": [...], "score": sum log p}`` per sentence."""
+        """Batched greedy search: one ``{"ids": [...], "score": sum log p}`` per sentence. A sentence that has
+        produced <eos> leaves the batch (its rows of the memory, the cache and the history are dropped)."""
         keep = self.src_keep(src, src_mask)  # (B, S)
         memory = self.encode(src, keep)  # (B, S, C)
         B, dev = src.size(0), src.device
         cache = self.new_cache() if use_cache and self.cfg.impl == "scratch" else None
-        hist = torch.full((B, 1), self.cfg.bos_id, dtype=torch.long, device=dev)  # (B, 1)
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
-        score = torch.zeros(B, dtype=torch.float64, device=dev)
+        hist = torch.full((B, 1), self.cfg.bos_id, dtype=torch.long, device=dev)  # (Ba, t) Ba sentences left
+        score = torch.zeros(B, dtype=torch.float64, device=dev)  # (Ba,)
+        alive = torch.arange(B, device=dev)  # (Ba,) which input sentence each row is
+        results: list = [None] * B
         for _ in range(self._max_out(keep, max_len)):
-            lp, y = self._next_log_probs(hist, memory, keep, cache).max(-1)  # (B,), (B,)
-            y = y.masked_fill(done, self.cfg.pad_id)  # finished sentences emit <pad>
-            score += lp.masked_fill(done, 0.0).double()
-            hist = torch.cat([hist, y[:, None]], dim=1)  # (B, t+1)
-            done |= y == self.cfg.eos_id
-            if done.all():
-                break
-        return [self._finish(hist[b, 1:].tolist(), float(score[b])) for b in range(B)]
+            lp, y = self._next_log_probs(hist, memory, keep, cache).max(-1)  # (Ba,), (Ba,)
+            score += lp.double()
+            hist = torch.cat([hist, y[:, None]], dim=1)  # (Ba, t+1)
+            done = y == self.cfg.eos_id  # (Ba,)
+            if done.any():
+                for i, b in zip(done.nonzero().squeeze(1).tolist(), alive[done].tolist()):
+                    results[b] = self._finish(hist[i, 1:].tolist(), float(score[i]))
+                live = (~done).nonzero().squeeze(1)  # (Ba',)
+                if live.numel() == 0:
+                    break
+                alive, score, hist, memory, keep = alive[live], score[live], hist[live], memory[live], keep[live]
+                if cache is not None:
+                    self.reorder_cache(cache, live, cross_rows=live)
+        for i, b in enumerate(alive.tolist()):  # max_len reached
+            if results[b] is None:
+                results[b] = self._finish(hist[i, 1:].tolist(), float(score[i]))
+        return results
 
     @torch.no_grad()
     def beam_search(self, src, src_mask=None, beam_size: int = 5, max_len: int | None = None,
@@ -313,8 +327,10 @@ class Transformer(nn.Module):
 
         Ranking uses the length-normalised score ``sum log p / len^len_alpha`` (len counts <eos>; 0 = raw sum).
         A hypothesis that produced <eos> stays in the beam with a frozen score and length (it can only be extended
-        by <pad>, at no cost), competing with the live ones; the search ends when every beam has finished or after
-        ``max_len`` tokens. Returns the best hypothesis per sentence: ``{"ids": [...], "score": sum log p}``.
+        by <pad>, at no cost), competing with the live ones; a sentence is done when all k of its hypotheses have
+        finished (or after ``max_len`` tokens). Done sentences leave the batch (their rows of the memory, the cache
+        and the history are dropped), so the last steps of a batch only compute its longest translations.
+        Returns the best hypothesis per sentence: ``{"ids": [...], "score": sum log p}``.
         """
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -330,33 +346,54 @@ class Transformer(nn.Module):
         scores[:, 0] = 0.0  # one live hypothesis at the start, not k copies of it
         lengths = torch.zeros(B * k, dtype=dtype, device=dev)  # (B*k,)
         finished = torch.zeros(B * k, dtype=torch.bool, device=dev)  # (B*k,)
-        base = torch.arange(B, device=dev)[:, None] * k  # (B, 1) first row of each sentence
+        alive = torch.arange(B, device=dev)  # (Ba,) which input sentence each row-group of k rows belongs to
+        results: list = [None] * B
         for _ in range(self._max_out(keep, max_len)):
-            logp = self._next_log_probs(hist, memory, keep, cache)  # (B*k, V)
+            Ba = alive.numel()
+            base = torch.arange(Ba, device=dev)[:, None] * k  # (Ba, 1) first row of each sentence
+            logp = self._next_log_probs(hist, memory, keep, cache)  # (Ba*k, V)
             kk = min(k, logp.size(-1))
-            top_lp, top_y = logp.topk(kk, dim=-1)  # (B*k, kk) only a row's kk best tokens can survive
+            top_lp, top_y = logp.topk(kk, dim=-1)  # (Ba*k, kk) only a row's kk best tokens can survive
             # a finished hypothesis has exactly one continuation: <pad>, at no cost
             pad_only = torch.full((kk,), float("-inf"), dtype=dtype, device=dev)  # (kk,)
             pad_only[0] = 0.0
-            top_lp = torch.where(finished[:, None], pad_only, top_lp)  # (B*k, kk)
-            top_y = top_y.masked_fill(finished[:, None], cfg.pad_id)  # (B*k, kk)
-            cand = scores.view(-1, 1) + top_lp  # (B*k, kk) candidate sums
-            cand_len = lengths + (~finished).to(dtype)  # (B*k,) length after this step
-            norm = cand / cand_len.clamp(min=1).pow(len_alpha)[:, None]  # (B*k, kk) normalised
-            _, idx = norm.view(B, k * kk).topk(k, dim=-1)  # (B, k) best candidates of each sentence
-            rows = (base + idx // kk).view(-1)  # (B*k,) parent rows
-            y = top_y.view(B, k * kk).gather(1, idx).view(-1)  # (B*k,) new tokens
-            scores = cand.view(B, k * kk).gather(1, idx)  # (B, k)
-            lengths, finished = cand_len[rows], finished[rows]  # (B*k,)
-            hist = torch.cat([hist[rows], y[:, None]], dim=1)  # (B*k, t+1)
-            if cache is not None:
+            top_lp = torch.where(finished[:, None], pad_only, top_lp)  # (Ba*k, kk)
+            top_y = top_y.masked_fill(finished[:, None], cfg.pad_id)  # (Ba*k, kk)
+            cand = scores.view(-1, 1) + top_lp  # (Ba*k, kk) candidate sums
+            cand_len = lengths + (~finished).to(dtype)  # (Ba*k,) length after this step
+            norm = cand / cand_len.clamp(min=1).pow(len_alpha)[:, None]  # (Ba*k, kk) normalised
+            _, idx = norm.view(Ba, k * kk).topk(k, dim=-1)  # (Ba, k) best candidates of each sentence
+            rows = (base + idx // kk).view(-1)  # (Ba*k,) parent rows
+            y = top_y.view(Ba, k * kk).gather(1, idx).view(-1)  # (Ba*k,) new tokens
+            scores = cand.view(Ba, k * kk).gather(1, idx)  # (Ba, k)
+            lengths, finished = cand_len[rows], finished[rows] | (y == cfg.eos_id)  # (Ba*k,)
+            hist = torch.cat([hist[rows], y[:, None]], dim=1)  # (Ba*k, t+1)
+            done = finished.view(Ba, k).all(dim=1)  # (Ba,) every hypothesis of the sentence has ended
+            if done.any():
+                self._collect(results, alive[done], hist.view(Ba, k, -1)[done], scores[done],
+                              lengths.view(Ba, k)[done], len_alpha)
+                if done.all():
+                    break
+                live = (~done).nonzero().squeeze(1)  # (Ba',) sentences still searching
+                live_rows = (live[:, None] * k + torch.arange(k, device=dev)).view(-1)  # (Ba'*k,)
+                alive, scores = alive[live], scores[live]
+                hist, lengths, finished = hist[live_rows], lengths[live_rows], finished[live_rows]
+                memory, keep = memory[live_rows], keep[live_rows]
+                if cache is not None:
+                    self.reorder_cache(cache, rows[live_rows], cross_rows=live_rows)
+            elif cache is not None:
                 self.reorder_cache(cache, rows)
-            finished = finished | (y == cfg.eos_id)  # (B*k,)
-            if finished.all():
-                break
-        final = scores.view(-1) / lengths.clamp(min=1).pow(len_alpha)  # (B*k,)
-        best = (final.view(B, k).argmax(-1) + base[:, 0]).tolist()  # (B,) best row of each sentence
-        return [self._finish(hist[r, 1:].tolist(), float(scores.view(-1)[r])) for r in best]
+        else:  # max_len reached: the sentences still searching keep their best hypothesis so far
+            Ba = alive.numel()
+            self._collect(results, alive, hist.view(Ba, k, -1), scores, lengths.view(Ba, k), len_alpha)
+        return results
+
+    def _collect(self, results: list, sentences, hist, scores, lengths, len_alpha: float) -> None:
+        """Store the best of each done sentence's k hypotheses: hist (n, k, t), scores/lengths (n, k)."""
+        best = (scores / lengths.clamp(min=1).pow(len_alpha)).argmax(-1)  # (n,)
+        for i, b in enumerate(sentences.tolist()):
+            j = int(best[i])
+            results[b] = self._finish(hist[i, j, 1:].tolist(), float(scores[i, j]))
 
     def translate(self, src, src_mask=None, beam_size: int = 1, max_len: int | None = None,
                   len_alpha: float = 1.0, use_cache: bool = True) -> list[dict]:
