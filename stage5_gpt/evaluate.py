@@ -33,8 +33,9 @@ from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.device import DTYPES, add_device_args, autocast, describe_device, pick_device
 from scripts.flags import HELP, add_checkpoint_arg, check_non_negative
 from scripts.results import make_result, write_result
+from stage5_gpt.train import open_prepared
 from stage5_gpt.utils.checkpoint import BEST_NAME, KIND, check_meta, load_model
-from stage5_gpt.utils.data import count_words, load_meta, load_split, prepare_dataset
+from stage5_gpt.utils.data import count_words, load_meta, load_split
 
 WORD_DATASETS = ("ptb", "wikitext2")  # word_ppl is their headline number (stage 2's word-level LSTM)
 
@@ -146,8 +147,8 @@ def main(argv=None) -> dict:
     dataset = (ckpt.get("vocab") or {}).get("dataset") or tcfg.get("dataset")
     if not dataset:
         raise UserError(f"{args.checkpoint} does not say which dataset it was trained on")
-    folder = prepare_dataset(dataset, out_dir=args.prepared_dir or tcfg.get("prepared_dir") or None,
-                             data_dir=args.data_dir or tcfg.get("data_dir"), vocab_size=tcfg.get("vocab_size") or None)
+    folder = open_prepared(dataset, args.prepared_dir or tcfg.get("prepared_dir") or "",
+                           args.data_dir or tcfg.get("data_dir"), tcfg.get("vocab_size") or 0)
     meta = load_meta(folder)
     check_meta(ckpt, meta, where=f"{folder}/meta.json")
     splits = [s for s in ("val", "test") if s in meta["splits"] and args.split in (s, "all")]

@@ -54,7 +54,7 @@ from scripts.seed import get_rng_state, seed_everything, set_rng_state
 from stage5_gpt.models.gpt import GPT, PRESETS, GPTConfig
 from stage5_gpt.utils import distributed as distrib
 from stage5_gpt.utils.checkpoint import BEST_NAME, KIND, LAST_NAME, check_meta
-from stage5_gpt.utils.data import get_batch, load_meta, load_split, prepare_dataset
+from stage5_gpt.utils.data import default_dir, get_batch, load_meta, load_split, prepare_dataset
 from stage5_gpt.utils.mfu import measure_peak_flops, mfu
 
 DATASETS = ("shakespeare_char", "shakespeare_bpe", "ptb", "wikitext2", "imdb_text")
@@ -303,11 +303,22 @@ def data_fingerprint(meta: dict) -> str:
     return hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
 
 
+def open_prepared(dataset: str, prepared_dir: str = "", data_dir: str | None = None, vocab_size: int = 0) -> Path:
+    """The prepared folder of ``dataset``: used as it is when its meta.json is for this dataset and vocabulary size
+    (a truncated or damaged ``.bin`` there is then a one-line error, never silently rebuilt), else prepared now."""
+    folder = Path(prepared_dir) if prepared_dir else default_dir(dataset)
+    if (folder / "meta.json").is_file():
+        meta = load_meta(folder)
+        settings = meta.get("settings") or {}
+        if meta.get("dataset") == dataset and (not vocab_size or settings.get("vocab_size") == vocab_size):
+            return folder
+    return Path(prepare_dataset(dataset, out_dir=folder, data_dir=data_dir, vocab_size=vocab_size or None))
+
+
 def load_data(cfg: TrainConfig, d: distrib.Dist) -> tuple[Path, dict, typing.Any, typing.Any]:
     """Prepare the dataset if needed (rank 0 first, the others wait), then map train/val."""
     def prepare():
-        return prepare_dataset(cfg.dataset, out_dir=cfg.prepared_dir or None, data_dir=cfg.data_dir,
-                               vocab_size=cfg.vocab_size or None)
+        return open_prepared(cfg.dataset, cfg.prepared_dir, cfg.data_dir, cfg.vocab_size)
 
     if d.enabled:
         import torch.distributed as dist
@@ -317,9 +328,8 @@ def load_data(cfg: TrainConfig, d: distrib.Dist) -> tuple[Path, dict, typing.Any
         folder = folder or prepare()
     else:
         folder = prepare()
-    folder = Path(folder)
     meta = load_meta(folder)
-    train_data, val_data = load_split(folder, "train"), load_split(folder, "val")
+    train_data, val_data = load_split(folder, "train", meta), load_split(folder, "val", meta)
     if cfg.limit_train:
         train_data = train_data[:cfg.limit_train]
     return folder, meta, train_data, val_data
