@@ -25,7 +25,7 @@ import torch
 from scripts.cli import HelpFormatter, UserError, repl_lines, run_cli
 from scripts.data import read_text
 from scripts.device import add_device_args, pick_device
-from scripts.flags import DEFAULT_SEED, add_checkpoint_arg
+from scripts.flags import DEFAULT_SEED, HELP, add_checkpoint_arg
 from stage5_gpt.models.gpt import check_sampling
 from stage5_gpt.utils.checkpoint import BEST_NAME, load_model
 
@@ -48,7 +48,8 @@ def build_parser():
     p.add_argument("--repetition_penalty", type=float, default=1.0,
                    help="> 1 makes tokens already in the text less likely (CTRL's penalty; 1 = off)")
     p.add_argument("--num_samples", type=int, default=1, help="samples per prompt")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed of the sampling")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=HELP["seed"] + "; here the sampling: same seed, same text")
     p.add_argument("--no_cache", action="store_true",
                    help="no key/value cache: recompute the whole prefix at every step (for the comparison)")
     add_device_args(p, dtype=False)

@@ -111,11 +111,11 @@ def _parsers_of(path, monkeypatch):
 
 
 OLD_SPELLINGS = ("--checkpoint_dir", "--log_interval", "--eval_interval", "--time_budget_min", "--out")
-CONTRACT_STAGES = ("stage1_mlp", "stage2_rnn_lstm", "stage3_attention_seq2seq", "stage4_transformer")
+CONTRACT_STAGES = ("stage1_mlp", "stage2_rnn_lstm", "stage3_attention_seq2seq", "stage4_transformer", "stage5_gpt")
 
 
 def test_every_cli_speaks_the_one_flag_vocabulary(monkeypatch):
-    """The shared flags have the same name, help text (meaning) and "zero = off" defaults in every CLI of stages 1-4."""
+    """The shared flags have the same name, help text (meaning) and "zero = off" defaults in every CLI of stages 1-5."""
     import argparse
 
     from scripts.flags import DEFAULT_SEED, HELP, TRAIN_FLAGS

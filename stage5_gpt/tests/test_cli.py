@@ -212,3 +212,42 @@ def test_help_speaks_the_shared_flag_vocabulary(capsys):
         evaluate.main(["--help"])
     text = capsys.readouterr().out
     assert "--checkpoint CHECKPOINT, --model_path CHECKPOINT" in text and "checkpoints/best_gpt.pt" in text
+
+
+def test_benchmark_presets_and_report_only_with_report(tmp_path, monkeypatch):
+    from scripts.results import make_result, report_result, write_result
+    from stage5_gpt import benchmark
+
+    calls = {}
+
+    def fake(name):
+        def main(argv):
+            calls.setdefault(name, []).append(argv)
+            rec = make_result("stage5_gpt", name, "shakespeare_char", "val", {"val_loss": 1.0}, params=1,
+                              train_wall_s=1.0, device="cpu", seed=1337, data_sha256="0" * 64,
+                              command="python benchmark.py")
+            rec["checkpoint"] = "checkpoints/bench_x/best_gpt.pt"
+            rec["result_file"] = str(write_result(rec, name=name, out_dir=tmp_path / "results", echo=False))
+            return rec
+        return main
+
+    monkeypatch.setattr(benchmark.train, "main", fake("lm_train"))
+    monkeypatch.setattr(benchmark.evaluate, "main", fake("lm_eval"))
+    monkeypatch.setattr(benchmark, "report_result", lambda p: report_result(p, reported_root=tmp_path / "reported"))
+    benchmark.main(["nanogpt_cpu"])
+    argv = calls["lm_train"][-1]
+    vals = vars(train.build_parser().parse_args(argv))  # the preset is ordinary train.py flags
+    assert (vals["n_layer"], vals["n_head"], vals["n_embd"], vals["block_size"], vals["batch_size"]) == \
+        (4, 4, 128, 64, 12)
+    assert (vals["max_steps"], vals["lr"], vals["min_lr"], vals["dropout"], vals["eval_iters"]) == \
+        (2000, 1e-3, 1e-4, 0.0, 20)
+    assert calls["lm_eval"][-1][:2] == ["--checkpoint", "checkpoints/bench_x/best_gpt.pt"]
+    assert not (tmp_path / "reported").exists()
+    benchmark.main(["char20", "--report"])
+    vals = vars(train.build_parser().parse_args(calls["lm_train"][-1]))
+    assert vals["max_minutes"] == 20.0 and vals["dtype"] == "bfloat16" and vals["dataset"] == "shakespeare_char"
+    assert len(list((tmp_path / "reported" / "stage5_gpt").glob("*.json"))) == 2
+    benchmark.main(["ptb", "--max_minutes", "1"])
+    vals = vars(train.build_parser().parse_args(calls["lm_train"][-1]))
+    assert vals["dataset"] == "ptb" and vals["max_minutes"] == 1.0
+    assert "test" in calls["lm_eval"][-1]

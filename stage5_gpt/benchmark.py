@@ -1,0 +1,343 @@
+"""The stage-5 benchmarks (issue 14 targets), as presets. Each writes result files under results/stage5_gpt/;
+``--report`` also copies them to results/reported/stage5_gpt/ (what the README tables are built from).
+
+    python benchmark.py nanogpt_cpu --report   # nanoGPT's CPU recipe, 2,000 steps (target val <= 1.90; nanoGPT 1.88)
+    python benchmark.py char20 --report        # 20 minutes, char-level (target val <= 1.45; stage 2's LSTM 1.453)
+    python benchmark.py kv_cache --report      # 512 new tokens at context 512, cached vs recomputed (target >= 6x)
+    python benchmark.py bpe --report           # 4,096-token BPE <= 30 s, >= 10x the naive trainer, tokens/byte vs HF
+    python benchmark.py ddp --report           # 2 gloo processes vs 1 (same losses), 2-process throughput
+    python benchmark.py ablation --report      # pos / norm / mlp options at equal CPU time (--max_minutes each)
+    python benchmark.py bf16 --report          # fp32 vs bf16 autocast step time and matmul peak on this CPU
+    python benchmark.py ptb --report           # BPE GPT on PTB, 40 minutes, word-level test ppl (target <= 110)
+    python benchmark.py wikitext2 --report     # the same on WikiText-2
+    python benchmark.py gpu_char --report      # (a CUDA GPU) nanoGPT's GPU char config, bf16 + compile (<= 1.47)
+
+* ``nanogpt_cpu``: :data:`NANOGPT_CPU`, the flags of nanoGPT's README command for the CPU (no compile;
+  ``--eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
+  --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0``) on top of its ``train_shakespeare_char.py`` config
+  (lr 1e-3 to 1e-4, warm-up 100, beta2 0.99, weight decay 0.1, clip 1.0, no biases, eval every 250), then
+  ``evaluate.py`` on the whole val split. Its val loss is the mean of 20 random batches, like nanoGPT's.
+* ``char20``: :data:`CHAR20` for ``--max_minutes 20`` (the step count is fixed after 20 steps, see
+  scripts/budget.py), then ``evaluate.py``. Records MFU against the matmul peak measured for bf16 in the same run
+  (target >= 35%) and peak RSS (target <= 2 GB).
+* ``ptb`` / ``wikitext2``: byte-level BPE (4,096 / 8,192 tokens), :data:`WORD_LM` for ``--max_minutes 40``, then
+  ``evaluate.py --split test`` with a sliding window (context 128, stride 64): word-level perplexity
+  exp(total nats / words) beside stage 2's LSTM (PTB 95.9, WikiText-2 95.4 test).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from scripts.cli import HelpFormatter, UserError, run_cli
+from scripts.device import autocast, describe_device
+from scripts.flags import DEFAULT_SEED, HELP, add_checkpoint_arg
+from scripts.log import read_metrics
+from scripts.results import make_result, report_result, write_result
+from scripts.seed import seed_everything
+from stage5_gpt import evaluate, train
+from stage5_gpt.models.gpt import GPT, GPTConfig
+from stage5_gpt.utils.checkpoint import KIND, load_model
+from stage5_gpt.utils.data import file_sha256, read_splits, source_files
+from stage5_gpt.utils.distributed import torchrun_argv
+from stage5_gpt.utils.mfu import measure_peak_flops
+
+STAGE = Path(__file__).resolve().parent
+CHAR = ["--dataset", "shakespeare_char"]
+# nanoGPT README's CPU command on config/train_shakespeare_char.py
+NANOGPT_CPU = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "128", "--block_size", "64", "--batch_size", "12",
+                      "--dropout", "0.0", "--no-bias", "--max_steps", "2000", "--lr", "1e-3", "--min_lr", "1e-4",
+                      "--lr_schedule", "cosine", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2", "0.99",
+                      "--grad_clip", "1.0", "--eval_every", "250", "--eval_iters", "20", "--log_every", "50"]
+# 20 minutes on 2 cores: a 3.2M-parameter LLaMA-style model (RoPE, RMSNorm, SwiGLU) in bf16 autocast. Probe on this
+# machine (one thread, other jobs running): ~5.5k tokens/s in bf16 vs ~3.3k in fp32 for this size, so bf16 sees
+# ~1.7x the tokens in the same time; about 10-15M tokens (10-15 passes over the 1M training characters), so
+# overfitting is mild and dropout small.
+CHAR20 = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "128", "--batch_size", "32",
+                 "--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--dropout", "0.05", "--lr", "2e-3",
+                 "--min_lr", "2e-4", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2", "0.99",
+                 "--grad_clip", "1.0", "--dtype", "bfloat16", "--fused", "--eval_every", "250", "--eval_iters", "20",
+                 "--log_every", "50"]
+CHAR20_MINUTES = 20.0
+WORD_LM = ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "128", "--batch_size", "32",
+           "--dropout", "0.2", "--lr", "1e-3", "--min_lr", "1e-4", "--warmup_steps", "200", "--weight_decay", "0.1",
+           "--beta2", "0.99", "--grad_clip", "1.0", "--dtype", "bfloat16", "--fused", "--eval_every", "250",
+           "--eval_iters", "20", "--log_every", "50"]
+WORD_MINUTES = 40.0
+# nanoGPT's GPU character config (config/train_shakespeare_char.py): val 1.4697 in about 3 minutes on an A100
+GPU_CHAR = CHAR + ["--preset", "mini", "--batch_size", "64", "--dropout", "0.2", "--no-bias", "--max_steps", "5000",
+                   "--lr", "1e-3", "--min_lr", "1e-4", "--warmup_steps", "100", "--beta2", "0.99", "--weight_decay",
+                   "0.1", "--eval_every", "250", "--eval_iters", "200", "--log_every", "100", "--dtype", "bfloat16",
+                   "--compile", "--fused", "--device", "cuda"]
+# ablation: one small model, each option alone and all three together, the same minutes each
+ABLATION_BASE = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "128", "--block_size", "128", "--batch_size",
+                        "16", "--dropout", "0.0", "--lr", "2e-3", "--min_lr", "2e-4", "--warmup_steps", "50",
+                        "--eval_every", "200", "--eval_iters", "20", "--log_every", "100"]
+ABLATION = {"gpt2": [], "rope": ["--pos", "rope"], "rmsnorm": ["--norm", "rmsnorm"], "swiglu": ["--mlp", "swiglu"],
+            "llama": ["--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu"]}
+KV_MODEL = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "512", "--batch_size", "8",
+                   "--lr", "2e-3", "--warmup_steps", "20", "--max_steps", "100", "--eval_every", "100",
+                   "--eval_iters", "5", "--log_every", "20"]
+DDP_ARGS = CHAR + ["--preset", "nano", "--max_steps", "50", "--eval_every", "25", "--eval_iters", "10",
+                   "--log_every", "1", "--warmup_steps", "10", "--lr", "1e-3"]
+PRESETS = ("nanogpt_cpu", "char20", "kv_cache", "bpe", "ddp", "ablation", "bf16", "ptb", "wikitext2", "gpu_char")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("preset", choices=PRESETS, help="which benchmark")
+    p.add_argument("--max_minutes", type=float, default=0.0,
+                   help=HELP["max_minutes"] + " (char20: 20, ptb/wikitext2: 40, ablation: 3 per variant when 0)")
+    add_checkpoint_arg(p, default="")
+    p.add_argument("--new_tokens", type=int, default=512, help="kv_cache: tokens to generate")
+    p.add_argument("--bpe_vocab", type=int, default=4096, help="bpe: vocabulary size of the full training")
+    p.add_argument("--naive_chars", type=int, default=100_000, help="bpe: characters of the side-by-side slice")
+    p.add_argument("--naive_vocab", type=int, default=1024, help="bpe: vocabulary size on the slice")
+    p.add_argument("--repeats", type=int, default=10, help="bf16: timed steps per dtype")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=HELP["seed"])
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--report", action="store_true", help=HELP["report"])
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="training presets: more train.py flags")
+    return p
+
+
+def load_note(what: str) -> None:
+    print(f"benchmark {what}: load average {os.getloadavg()}, cpus {os.cpu_count()}", flush=True)
+
+
+def common(args, name: str) -> list[str]:
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    return ["--seed", str(args.seed), "--out_dir", f"checkpoints/bench_{name}", "--run_dir", f"runs/bench_{name}",
+            *threads]
+
+
+def train_then_eval(args, name: str, flags: list[str], eval_flags: list[str]) -> list[dict]:
+    load_note(name)
+    rec = train.main(flags + common(args, name) + args.extra)
+    load_note(f"{name} (after training)")
+    ev = evaluate.main(["--checkpoint", rec["checkpoint"], "--name", f"bench_{name}_eval", *eval_flags,
+                        *(["--threads", str(args.threads)] if args.threads else [])])
+    return [rec, ev]
+
+
+def bench_nanogpt_cpu(args) -> list[dict]:
+    return train_then_eval(args, "nanogpt_cpu", NANOGPT_CPU, ["--split", "val", "--stride", "32"])
+
+
+def bench_char20(args) -> list[dict]:
+    return train_then_eval(args, "char20", CHAR20 + ["--max_minutes", str(args.max_minutes or CHAR20_MINUTES)],
+                           ["--split", "val", "--stride", "64", "--dtype", "bfloat16"])
+
+
+def bench_word(args, dataset: str) -> list[dict]:
+    return train_then_eval(args, dataset, ["--dataset", dataset, *WORD_LM, "--max_minutes",
+                                           str(args.max_minutes or WORD_MINUTES)],
+                           ["--split", "test", "--stride", "64", "--dtype", "bfloat16"])
+
+
+def bench_gpu_char(args) -> list[dict]:
+    if not torch.cuda.is_available():
+        raise UserError("gpu_char needs a CUDA GPU")
+    return train_then_eval(args, "gpu_char", GPU_CHAR, ["--split", "val", "--device", "cuda", "--dtype", "bfloat16"])
+
+
+def bench_kv_cache(args) -> list[dict]:
+    """Greedy generation of ``--new_tokens`` tokens from a one-character prompt with a context-512 model, with the
+    key/value cache and recomputing the window at every step, in one process; identical tokens are required."""
+    ckpt_path = args.checkpoint
+    if not ckpt_path:
+        rec = train.main(KV_MODEL + common(args, "kv_cache"))
+        ckpt_path = rec["checkpoint"]
+    model, tok, ckpt = load_model(ckpt_path)
+    idx = torch.tensor([tok.encode("\n")])  # (1, 1)
+    times, outs = {}, {}
+    for use_cache in (True, False, True):  # the first cached run also warms up
+        t0 = time.perf_counter()
+        outs[use_cache] = model.generate(idx, args.new_tokens, temperature=0.0, use_cache=use_cache)
+        times[use_cache] = time.perf_counter() - t0
+        print(f"{args.new_tokens} tokens {'with' if use_cache else 'without'} the cache: {times[use_cache]:.2f} s",
+              flush=True)
+    same = torch.equal(outs[True], outs[False])
+    metrics = {"s_cache": times[True], "s_no_cache": times[False], "speedup": times[False] / max(times[True], 1e-9),
+               "identical_tokens": same, "tokens_per_s_cache": args.new_tokens / max(times[True], 1e-9),
+               "tokens_per_s_no_cache": args.new_tokens / max(times[False], 1e-9)}
+    print(f"speed-up from the cache: {metrics['speedup']:.1f}x; identical tokens: {same}")
+    cfg = model.config
+    rec = make_result(KIND, "kv_cache", (ckpt.get("vocab") or {}).get("dataset", "?"), "generation", metrics,
+                      params=model.num_params(), train_wall_s=(ckpt.get("state") or {}).get("train_wall_s"),
+                      device=describe_device(torch.device("cpu")), seed=args.seed,
+                      data_sha256=ckpt.get("data_sha256"), primary_metric="speedup", new_tokens=args.new_tokens,
+                      context=cfg.block_size, checkpoint=str(ckpt_path), model_config=dataclasses.asdict(cfg),
+                      sample=tok.decode(outs[True][0].tolist())[:300])
+    rec["result_file"] = str(write_result(rec, name="bench_kv_cache"))
+    return [rec]
+
+
+def bench_bpe(args) -> list[dict]:
+    """Our BPE on tiny Shakespeare's training split (full vocabulary, timed); ours incremental vs naive on a slice,
+    side by side; tokens per byte of the validation text against Hugging Face ``tokenizers`` at the same size."""
+    from stage5_gpt.tokenizer.bpe import ByteLevelBPE, hf_reference_tokenizer
+
+    files = source_files("shakespeare_bpe")
+    splits = read_splits("shakespeare_bpe", files)
+    train_text, val_text = splits["train"][0], splits["val"][0]
+    t0 = time.perf_counter()
+    ours = ByteLevelBPE.train(train_text, args.bpe_vocab)
+    full_s = time.perf_counter() - t0
+    print(f"BPE {args.bpe_vocab} on {len(train_text):,} characters: {full_s:.1f} s", flush=True)
+    part = train_text[:args.naive_chars]
+    t0 = time.perf_counter()
+    fast = ByteLevelBPE.train(part, args.naive_vocab)
+    fast_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive = ByteLevelBPE.train_naive(part, args.naive_vocab)
+    naive_s = time.perf_counter() - t0
+    print(f"slice of {len(part):,} characters, vocabulary {args.naive_vocab}: incremental {fast_s:.2f} s, naive "
+          f"{naive_s:.2f} s ({naive_s / max(fast_s, 1e-9):.1f}x)", flush=True)
+    t0 = time.perf_counter()
+    hf = hf_reference_tokenizer(train_text, args.bpe_vocab)
+    hf_s = time.perf_counter() - t0
+    n_bytes = len(val_text.encode("utf-8"))
+    ours_tpb = len(ours.encode(val_text)) / n_bytes
+    hf_tpb = len(hf.encode(val_text).ids) / n_bytes
+    metrics = {"train_s": full_s, "speedup_vs_naive": naive_s / max(fast_s, 1e-9), "incremental_s_slice": fast_s,
+               "naive_s_slice": naive_s, "same_merges_as_naive": fast.to_dict() == naive.to_dict(),
+               "tokens_per_byte": ours_tpb, "hf_tokens_per_byte": hf_tpb,
+               "tokens_per_byte_rel_diff": abs(ours_tpb - hf_tpb) / hf_tpb, "hf_train_s": hf_s}
+    print(f"val tokens/byte: ours {ours_tpb:.4f}, Hugging Face tokenizers {hf_tpb:.4f} "
+          f"({100 * metrics['tokens_per_byte_rel_diff']:.2f}% apart); HF trains in {hf_s:.1f} s")
+    rec = make_result(KIND, "bpe", "shakespeare_bpe", "train", metrics, params=None, train_wall_s=full_s,
+                      device=describe_device(torch.device("cpu")), seed=None,
+                      data_sha256=file_sha256(next(iter(files.values()))), primary_metric="train_s",
+                      vocab_size=args.bpe_vocab, naive_slice_chars=len(part), naive_vocab=args.naive_vocab)
+    rec["result_file"] = str(write_result(rec, name="bench_bpe"))
+    return [rec]
+
+
+def _losses(run_dir) -> list[float]:
+    return [r["loss"] for r in read_metrics(Path(run_dir) / "metrics.jsonl", kind="train")]
+
+
+def bench_ddp(args) -> list[dict]:
+    """1 process with batch 24, 1 process with 2 accumulation steps of 12, 2 gloo processes with 12 each (torchrun,
+    one thread per process): the same losses; tokens/s of each."""
+    load_note("ddp")
+    runs = {"1proc_b24": ([], ["--batch_size", "24"]), "1proc_b12x2": ([], ["--batch_size", "12", "--grad_accum", "2"]),
+            "2proc_b12": (["torchrun"], ["--batch_size", "12", "--threads", "1"])}
+    records = {}
+    for name, (how, flags) in runs.items():
+        argv = DDP_ARGS + flags + common(args, f"ddp_{name}")
+        if how:
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+            r = subprocess.run(torchrun_argv(2, str(STAGE / "train.py"), argv), env=env, capture_output=True, text=True)
+            if r.returncode:
+                raise UserError(f"torchrun failed: {r.stderr[-1500:]}")
+            from scripts.results import parse_result_lines
+
+            (records[name],) = parse_result_lines(r.stdout)
+        else:
+            records[name] = train.main(argv)
+    curves = {name: _losses(f"runs/bench_ddp_{name}") for name in runs}
+    ref = curves["1proc_b24"]
+    diffs = {name: max(abs(a - b) for a, b in zip(ref, c)) for name, c in curves.items() if name != "1proc_b24"}
+    metrics = {"max_loss_diff_accum": diffs["1proc_b12x2"], "max_loss_diff_2proc": diffs["2proc_b12"],
+               **{f"tokens_per_s_{n}": r["metrics"]["tokens_per_s"] for n, r in records.items()},
+               "steps": len(ref)}
+    print(json.dumps(metrics, indent=1))
+    rec = make_result(KIND, "ddp", "shakespeare_char", "train", metrics, params=records["1proc_b24"]["params"],
+                      train_wall_s=records["2proc_b12"]["train_wall_s"],
+                      device=describe_device(torch.device("cpu")), seed=args.seed,
+                      data_sha256=records["1proc_b24"]["data_sha256"], primary_metric="max_loss_diff_2proc",
+                      loss_curves=curves, runs={n: r.get("result_file") or r["command"] for n, r in records.items()})
+    rec["result_file"] = str(write_result(rec, name="bench_ddp"))
+    return [rec]
+
+
+def bench_ablation(args) -> list[dict]:
+    minutes = args.max_minutes or 3.0
+    records, table = [], {}
+    for name, flags in ABLATION.items():
+        load_note(f"ablation {name}")
+        rec = train.main(ABLATION_BASE + flags + ["--max_minutes", str(minutes)] + common(args, f"ablation_{name}")
+                         + args.extra)
+        records.append(rec)
+        table[name] = {"val_loss": rec["metrics"]["val_loss"], "steps": rec["metrics"]["steps"],
+                       "tokens_per_s": rec["metrics"]["tokens_per_s"], "params": rec["params"]}
+    for name, row in table.items():
+        print(f"{name:8s} val {row['val_loss']:.4f}  {int(row['steps'])} steps  {row['tokens_per_s']:.0f} tok/s")
+    metrics = {f"val_loss_{n}": r["val_loss"] for n, r in table.items()}
+    summary = make_result(KIND, "ablation", "shakespeare_char", "val", metrics, params=records[0]["params"],
+                          train_wall_s=sum(r["train_wall_s"] for r in records),
+                          device=records[0]["device"], seed=args.seed, data_sha256=records[0]["data_sha256"],
+                          primary_metric="val_loss_llama", minutes_each=minutes, table=table,
+                          variants={n: f for n, f in ABLATION.items()}, base=ABLATION_BASE)
+    summary["result_file"] = str(write_result(summary, name="bench_ablation"))
+    return records + [summary]
+
+
+def bench_bf16(args) -> list[dict]:
+    """Median fwd+bwd+AdamW step of the char20 model, float32 vs bfloat16 autocast, and each dtype's matmul peak."""
+    flags = vars(train.build_parser().parse_args(CHAR20))
+    cfg = GPTConfig(vocab_size=65, **{f.name: flags[f.name] for f in train.model_fields()})
+    B, T = flags["batch_size"], cfg.block_size
+    g = torch.Generator().manual_seed(args.seed)
+    x, y = torch.randint(65, (B, T), generator=g), torch.randint(65, (B, T), generator=g)
+    metrics, device = {}, torch.device("cpu")
+    for dtype in ("float32", "bfloat16"):
+        seed_everything(args.seed)
+        model = GPT(cfg)
+        opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), fused=True)
+        times = []
+        for i in range(args.repeats + 2):  # 2 warm-up steps
+            t0 = time.perf_counter()
+            with autocast(device, dtype):
+                _, loss = model(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+        step = statistics.median(times)
+        peak = measure_peak_flops(device, dtype)
+        tok_s = B * T / step
+        metrics.update({f"ms_per_step_{dtype}": 1000 * step, f"tokens_per_s_{dtype}": tok_s,
+                        f"peak_flops_{dtype}": peak, f"mfu_{dtype}": model.flops_per_token(T) * tok_s / peak})
+        print(f"{dtype:9s}: {1000 * step:.0f} ms/step, {tok_s:.0f} tokens/s, matmul peak {peak / 1e9:.0f} GFLOP/s, "
+              f"MFU {100 * metrics[f'mfu_{dtype}']:.1f}%", flush=True)
+    metrics["speedup_bf16"] = metrics["ms_per_step_float32"] / metrics["ms_per_step_bfloat16"]
+    print(f"bf16 autocast is {metrics['speedup_bf16']:.2f}x the float32 step")
+    rec = make_result(KIND, "bf16", "synthetic", "train", metrics, params=GPT(cfg).num_params(), train_wall_s=None,
+                      device=describe_device(device), seed=args.seed, data_sha256=None, primary_metric="speedup_bf16",
+                      model_config=dataclasses.asdict(cfg), batch=[B, T])
+    rec["result_file"] = str(write_result(rec, name="bench_bf16"))
+    return [rec]
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.max_minutes < 0 or args.new_tokens < 1 or args.repeats < 1:
+        raise UserError("--max_minutes must be >= 0, --new_tokens and --repeats >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = {"nanogpt_cpu": bench_nanogpt_cpu, "char20": bench_char20, "kv_cache": bench_kv_cache, "bpe": bench_bpe,
+           "ddp": bench_ddp, "ablation": bench_ablation, "bf16": bench_bf16,
+           "ptb": lambda a: bench_word(a, "ptb"), "wikitext2": lambda a: bench_word(a, "wikitext2"),
+           "gpu_char": bench_gpu_char}[args.preset]
+    records = run(args)
+    if args.report:
+        for rec in records:
+            if rec.get("result_file"):
+                print(f"reported: {report_result(rec['result_file'])}")
+    return records
+
+
+if __name__ == "__main__":
+    run_cli(main)
