@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--dataset", required=True, choices=list(DATASETS), help="corpus and tokenizer")
     p.add_argument("--data_dir", default=None, help=HELP["data_dir"])
-    p.add_argument("--out_dir", default=None,
+    # --prepared_dir as in train.py: --out_dir means a checkpoint folder in every CLI of the repo
+    p.add_argument("--prepared_dir", default=None,
                    help=f"folder for the prepared .bin files and meta.json (default: {PREPARED_DIR}/<dataset>)")
     p.add_argument("--vocab_size", type=int, default=0,
                    help="BPE vocabulary size incl. <|endoftext|> (0 = the dataset's default: "
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    out = prepare_dataset(args.dataset, out_dir=args.out_dir, data_dir=args.data_dir,
+    out = prepare_dataset(args.dataset, out_dir=args.prepared_dir, data_dir=args.data_dir,
                           vocab_size=args.vocab_size or None, force=args.force)
     meta = load_meta(out)
     print(f"{args.dataset}: {meta['tokenizer']['kind']} tokenizer, vocab {meta['vocab_size']:,} -> {out}")

@@ -2,6 +2,8 @@
 import gzip
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +67,12 @@ def test_words_are_counted_as_stage_2_does():
     assert count_words("") == 0
 
 
+def _full_data(*names) -> bool:
+    root = os.environ.get("MY_LLM_DATA")
+    return bool(root) and all((Path(root) / n).is_dir() for n in names)
+
+
+@pytest.mark.skipif(not _full_data("ptb", "wikitext2"), reason="PTB / WikiText-2 not available (set MY_LLM_DATA)")
 def test_real_ptb_and_wikitext_word_counts_match_stage_2():
     """The numbers stage 2's data/README.md reports (its tokens incl. <eos>), so word-level perplexities compare."""
     ptb = read_splits("ptb", source_files("ptb"))
@@ -160,7 +168,7 @@ def test_prepare_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_prepare_cli_writes_the_files(tmp_path, capsys):
-    out = prepare.main(["--dataset", "shakespeare_char", "--out_dir", str(tmp_path / "p")])
+    out = prepare.main(["--dataset", "shakespeare_char", "--prepared_dir", str(tmp_path / "p")])
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]
     assert "val" in capsys.readouterr().out
 
