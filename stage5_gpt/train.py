@@ -52,6 +52,7 @@ from scripts.results import cd_prefix, make_result, peak_rss_mb, write_result
 from scripts.schedule import SCHEDULES, lr_at, set_lr
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
 from stage5_gpt.models.gpt import GPT, PRESETS, GPTConfig
+from stage5_gpt.tokenizer import tokenizer_from_dict
 from stage5_gpt.utils import distributed as distrib
 from stage5_gpt.utils.checkpoint import BEST_NAME, KIND, LAST_NAME, check_meta
 from stage5_gpt.utils.data import default_dir, get_batch, load_meta, load_split, prepare_dataset
@@ -354,6 +355,10 @@ def build(cfg: TrainConfig, mvals: dict, device: torch.device, ckpt: dict | None
             raise UserError(f"--resume: {cfg.out_dir}/{LAST_NAME} was trained by {ckpt.get('world_size', 1)} "
                             f"process(es), this is {d.world_size}; the global batch would change (start torchrun "
                             f"with --nproc_per_node={ckpt.get('world_size', 1)})")
+    if hf_state is not None and Path(cfg.init_from).is_dir():
+        from stage5_gpt.models.convert import check_same_tokenizer
+
+        check_same_tokenizer(cfg.init_from, tokenizer_from_dict(meta["tokenizer"]))
     vocab = mvals.pop("_vocab_size", meta["vocab_size"])
     if meta["vocab_size"] > vocab:
         raise UserError(f"--init_from {cfg.init_from}: the model has {vocab} tokens, the data's tokenizer "

@@ -102,17 +102,38 @@ def char_tokenizer_json(tokenizer) -> str:
     return tk.to_str()
 
 
+def hf_tokenizer_json(tokenizer) -> str:
+    """Our tokenizer as a Hugging Face ``tokenizer.json`` string (byte-level BPE or characters)."""
+    if tokenizer.kind == "bpe":
+        return tokenizer.to_hf_tokenizer_json()
+    if tokenizer.kind == "char":
+        return char_tokenizer_json(tokenizer)
+    raise ValueError(f"no Hugging Face tokenizer for kind {tokenizer.kind!r}")
+
+
+def check_same_tokenizer(where, tokenizer) -> None:
+    """``--init_from``: the model folder's ``tokenizer.json`` must give the same ids as ``tokenizer`` (the data's),
+    or the pre-trained embedding rows would be read for the wrong tokens. One-line error otherwise."""
+    path = Path(where) / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"--init_from {where}: no tokenizer.json beside the model, so its token ids cannot be "
+                        f"checked against the data's tokenizer (export_hf.py writes one)")
+    try:
+        theirs = json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a readable tokenizer.json ({type(e).__name__})") from None
+    ours = json.loads(hf_tokenizer_json(tokenizer))["model"]["vocab"]
+    if theirs != ours:
+        raise UserError(f"--init_from {where}: its tokenizer ({len(theirs)} tokens) is not the data's "
+                        f"({len(ours)} tokens, {tokenizer.kind}); prepare the data with the model's tokenizer")
+
+
 def save_hf_tokenizer(tokenizer, folder, model_max_length: int) -> Path:
     """Write ``tokenizer.json`` (+ ``tokenizer_config.json``) so ``AutoTokenizer.from_pretrained(folder)`` works."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    if tokenizer.kind == "bpe":
-        text = tokenizer.to_hf_tokenizer_json()
-    elif tokenizer.kind == "char":
-        text = char_tokenizer_json(tokenizer)
-    else:
-        raise ValueError(f"no Hugging Face tokenizer for kind {tokenizer.kind!r}")
+    text = hf_tokenizer_json(tokenizer)
     special = {}
     if tokenizer.eot_id is not None:
         eot = tokenizer.decode([tokenizer.eot_id])

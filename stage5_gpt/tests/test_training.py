@@ -197,13 +197,23 @@ def test_time_budget_reproduces_from_the_recorded_command(tiny, tmp_path, one_th
 def test_hf_gpt2_folder_as_the_starting_point(tiny, tmp_path, one_thread):
     """--init_from a local Hugging Face GPT-2 folder: the run starts from exactly its weights."""
     transformers = pytest.importorskip("transformers")
-    from stage5_gpt.models.convert import from_hf
+    from stage5_gpt.models.convert import from_hf, save_hf_tokenizer
+    from stage5_gpt.tokenizer import tokenizer_from_dict
+    from stage5_gpt.tokenizer.char import CharTokenizer
+    from stage5_gpt.utils.data import load_meta
 
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=65, n_positions=32, n_embd=32, n_layer=2,
                                                               n_head=2))
     hf.save_pretrained(tmp_path / "hf")
     _, hf_state = from_hf(str(tmp_path / "hf"))
     tiny = [a for a in tiny if a not in ("--n_layer", "--n_head", "--n_embd", "--block_size")]
+    data_tok = tokenizer_from_dict(load_meta(tiny[1])["tokenizer"])
+    shuffled = CharTokenizer(data_tok.chars[::-1])  # same characters, other ids: the embedding rows would lie
+    save_hf_tokenizer(shuffled, tmp_path / "hf", 32)
+    with pytest.raises(UserError, match=r"--init_from .*: its tokenizer \(65 tokens\) is not the data's"):
+        train.main(["--init_from", str(tmp_path / "hf"), "--max_steps", "1", "--prepared_dir", tiny[1],
+                    "--peak_flops", "1e11"] + dirs(tmp_path / "wrong_tok"))
+    save_hf_tokenizer(data_tok, tmp_path / "hf", 32)
     common = ["--init_from", str(tmp_path / "hf"), "--max_steps", "1", "--lr", "1e-12", "--weight_decay", "0",
               "--prepared_dir", tiny[1], "--peak_flops", "1e11", "--eval_iters", "1"]
     record = train.main(common + dirs(tmp_path / "run"))
