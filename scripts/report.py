@@ -91,7 +91,10 @@ def render(stage: str, results: list[dict]) -> str:
         others = [f"{k} {fmt_metric(k, v)}" for k, v in r["metrics"].items()
                   if k != name and isinstance(v, (int, float))][:3]
         metric = f"**{name} {fmt_metric(name, value)}**" + ("<br>" + "<br>".join(others) if others else "")
-        split = r["split"] + (f"（{r['protocol']}）" if r.get("protocol") else "")
+        protocol = r.get("protocol")
+        if isinstance(protocol, dict):  # an evaluation protocol written as a mapping: its main settings
+            protocol = ", ".join(f"{k} {protocol[k]}" for k in ("tokenizer", "context", "stride") if k in protocol)
+        split = r["split"] + (f"（{protocol}）" if protocol else "")
         task = r["task"] + (f"：{r['model']}" if r.get("model") else "")
         out.append(f"| {i} | {STAGE_NAMES.get(r['stage'], r['stage'])} | {task} | {r['dataset']} / {split} | "
                    f"{metric} | {fmt_params(r.get('params'))} | {fmt_time(r.get('train_wall_s'))} | {r['device']} |")

@@ -46,7 +46,7 @@ from scripts.seed import seed_everything
 from stage5_gpt import evaluate, train
 from stage5_gpt.models.gpt import GPT, GPTConfig
 from stage5_gpt.utils.checkpoint import KIND, load_model
-from stage5_gpt.utils.data import file_sha256, read_splits, source_files
+from stage5_gpt.utils.data import file_sha256, get_batch, load_split, prepare_dataset, read_splits, source_files
 from stage5_gpt.utils.distributed import torchrun_argv
 from stage5_gpt.utils.mfu import measure_peak_flops
 
@@ -288,8 +288,8 @@ def bench_bf16(args) -> list[dict]:
     flags = vars(train.build_parser().parse_args(CHAR20))
     cfg = GPTConfig(vocab_size=65, **{f.name: flags[f.name] for f in train.model_fields()})
     B, T = flags["batch_size"], cfg.block_size
-    g = torch.Generator().manual_seed(args.seed)
-    x, y = torch.randint(65, (B, T), generator=g), torch.randint(65, (B, T), generator=g)
+    folder = prepare_dataset("shakespeare_char")  # real windows of the training split, as train.py draws them
+    x, y = get_batch(load_split(folder, "train"), B, T, torch.Generator().manual_seed(args.seed))  # (B, T) each
     metrics, device = {}, torch.device("cpu")
     for dtype in ("float32", "bfloat16"):
         seed_everything(args.seed)
@@ -314,8 +314,9 @@ def bench_bf16(args) -> list[dict]:
               f"MFU {100 * metrics[f'mfu_{dtype}']:.1f}%", flush=True)
     metrics["speedup_bf16"] = metrics["ms_per_step_float32"] / metrics["ms_per_step_bfloat16"]
     print(f"bf16 autocast is {metrics['speedup_bf16']:.2f}x the float32 step")
-    rec = make_result(KIND, "bf16", "synthetic", "train", metrics, params=GPT(cfg).num_params(), train_wall_s=None,
-                      device=describe_device(device), seed=args.seed, data_sha256=None, primary_metric="speedup_bf16",
+    rec = make_result(KIND, "bf16", "shakespeare_char", "train", metrics, params=GPT(cfg).num_params(),
+                      train_wall_s=None, device=describe_device(device), seed=args.seed,
+                      data_sha256=file_sha256(source_files("shakespeare_char")["all"]), primary_metric="speedup_bf16",
                       model_config=dataclasses.asdict(cfg), batch=[B, T])
     rec["result_file"] = str(write_result(rec, name="bench_bf16"))
     return [rec]

@@ -77,7 +77,8 @@ def test_train_cli_then_evaluate_then_generate(tiny, tmp_path, capsys):
     assert code == 0, err
     assert "char tokenizer (vocabulary 65); context 32, stride 16 (the first character has no context" in out
     (ev,) = parse_result_lines(out)
-    assert ev["protocol"]["context"] == 32 and ev["protocol"]["stride"] == 16 and ev["primary_metric"] == "loss"
+    assert ev["eval_protocol"]["context"] == 32 and ev["eval_protocol"]["stride"] == 16
+    assert ev["protocol"] == "char tokenizer, context 32, stride 16" and ev["primary_metric"] == "loss"
     assert ev["counts"]["val"]["tokens"] == 2999 and ev["metrics"]["bpc"] == pytest.approx(ev["metrics"]["loss"] /
                                                                                            math.log(2))
 
@@ -126,7 +127,7 @@ def test_evaluate_reports_word_level_perplexity_from_the_stated_counts(trained, 
     assert code == 0, err
     (ev,) = parse_result_lines(out)
     c = ev["counts"]["val"]
-    assert ev["protocol"]["stride"] == 8 and c["words"] > 100
+    assert ev["eval_protocol"]["stride"] == 8 and c["words"] > 100
     assert ev["metrics"]["word_ppl"] == pytest.approx(math.exp(c["total_nats"] / c["words"]))
     assert ev["metrics"]["loss"] == pytest.approx(c["total_nats"] / c["tokens"])
     assert f"word-level ppl {ev['metrics']['word_ppl']:.2f} ({c['words']:,} words)" in out
