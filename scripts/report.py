@@ -56,10 +56,14 @@ def load_results(root: Path) -> list[dict]:
 
 
 def fmt_metric(name: str, value) -> str:
+    if isinstance(value, bool):  # e.g. identical_outputs
+        return "是" if value else "否"
     if not isinstance(value, (int, float)):
         return str(value)
     if name in PERCENT and value <= 1.0:
         return f"{100 * value:.2f}%"
+    if value and abs(value) < 1e-3:  # a tolerance-sized difference: 0.000 would hide its size
+        return f"{value:.1e}"
     return f"{value:.2f}" if abs(value) >= 10 else f"{value:.3f}"
 
 
