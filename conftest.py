@@ -12,6 +12,20 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 
+@pytest.fixture
+def one_thread(monkeypatch, tmp_path_factory):
+    """One torch thread (restored afterwards: the suite's other tests keep their own), and result files in this
+    session's temporary folder."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("MY_LLM_RESULTS", str(tmp_path_factory.getbasetemp() / "results"))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI (``CI`` and ``MY_LLM_DATA`` set) a test may not skip for want of data: such a skip is a failure."""

@@ -22,14 +22,7 @@ TINY = ["--limit_train", "256", "--vocab_size", "200", "--d_model", "32", "--n_h
 SHORT = ["--max_steps", "12", "--eval_every", "5", "--average_last", "2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path_factory):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("MY_LLM_RESULTS", str(tmp_path_factory.getbasetemp() / "results"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the root conftest.py's fixture, for every test here
 
 
 def history(record):

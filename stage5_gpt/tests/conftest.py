@@ -1,9 +1,6 @@
 """Shared fixtures of the stage-5 tests: the bundled tiny Shakespeare prepared once (char-level) per session, and
 a tiny GPT configuration that trains in a few milliseconds per step."""
-import os
-
 import pytest
-import torch
 
 from stage5_gpt.utils.data import prepare_dataset
 
@@ -23,17 +20,3 @@ def char_data(tmp_path_factory):
 def tiny(char_data):
     """train.py flags for a tiny model on the prepared char data (add --max_steps, --out_dir ...)."""
     return ["--prepared_dir", str(char_data), *TINY_MODEL, *TINY_TRAIN]
-
-
-@pytest.fixture
-def one_thread(monkeypatch, tmp_path_factory):
-    """One torch thread (restored afterwards), results and no progress bars outside the repo."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("MY_LLM_RESULTS", str(tmp_path_factory.getbasetemp() / "results"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    yield
-    torch.set_num_threads(before)
-
-
-os.environ.setdefault("TQDM_DISABLE", "1")
