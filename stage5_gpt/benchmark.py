@@ -10,6 +10,7 @@
     python benchmark.py bf16 --report          # fp32 vs bf16 autocast step time and matmul peak on this CPU
     python benchmark.py ptb --report           # BPE GPT on PTB, 40 minutes, word-level test ppl (target <= 110)
     python benchmark.py wikitext2 --report     # the same on WikiText-2
+    python benchmark.py pretrain --report      # the model finetune.py starts from: IMDb train + WikiText-2, ~60 min
     python benchmark.py gpu_char --report      # (a CUDA GPU) nanoGPT's GPU char config, bf16 + compile (<= 1.47)
 
 * ``nanogpt_cpu``: :data:`NANOGPT_CPU`, the flags of nanoGPT's README command for the CPU (no compile;
@@ -88,7 +89,15 @@ KV_MODEL = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--bloc
                    "--eval_iters", "5", "--log_every", "20"]
 DDP_ARGS = CHAR + ["--preset", "nano", "--max_steps", "50", "--eval_every", "25", "--eval_iters", "10",
                    "--log_every", "1", "--warmup_steps", "10", "--lr", "1e-3"]
-PRESETS = ("nanogpt_cpu", "char20", "kv_cache", "bpe", "ddp", "ablation", "bf16", "ptb", "wikitext2", "gpu_char")
+# the pre-trained model of finetune.py: IMDb train reviews + WikiText-2 train, BPE 8,192, about 60 CPU minutes
+# (a fixed step count, so a loaded machine makes it slower, not different)
+PRETRAIN = ["--dataset", "imdb_wikitext2", "--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "256",
+            "--batch_size", "16", "--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--dropout", "0.1",
+            "--lr", "1e-3", "--min_lr", "1e-4", "--warmup_steps", "200", "--weight_decay", "0.1", "--beta2", "0.99",
+            "--grad_clip", "1.0", "--dtype", "bfloat16", "--fused", "--max_steps", "3500", "--eval_every", "250",
+            "--eval_iters", "20", "--log_every", "50"]
+PRESETS = ("nanogpt_cpu", "char20", "kv_cache", "bpe", "ddp", "ablation", "bf16", "ptb", "wikitext2", "gpu_char",
+           "pretrain")
 
 
 def build_parser():
@@ -135,6 +144,11 @@ def bench_nanogpt_cpu(args) -> list[dict]:
 def bench_char20(args) -> list[dict]:
     return train_then_eval(args, "char20", CHAR20 + ["--max_minutes", str(args.max_minutes or CHAR20_MINUTES)],
                            ["--split", "val", "--stride", "64", "--dtype", "bfloat16"])
+
+
+def bench_pretrain(args) -> list[dict]:
+    """The checkpoint finetune.py starts from (``checkpoints/bench_pretrain/best_gpt.pt``), and its val loss."""
+    return train_then_eval(args, "pretrain", PRETRAIN, ["--split", "val", "--stride", "128", "--dtype", "bfloat16"])
 
 
 def bench_word(args, dataset: str) -> list[dict]:
@@ -331,7 +345,7 @@ def main(argv=None):
     run = {"nanogpt_cpu": bench_nanogpt_cpu, "char20": bench_char20, "kv_cache": bench_kv_cache, "bpe": bench_bpe,
            "ddp": bench_ddp, "ablation": bench_ablation, "bf16": bench_bf16,
            "ptb": lambda a: bench_word(a, "ptb"), "wikitext2": lambda a: bench_word(a, "wikitext2"),
-           "gpu_char": bench_gpu_char}[args.preset]
+           "gpu_char": bench_gpu_char, "pretrain": bench_pretrain}[args.preset]
     records = run(args)
     if args.report:
         for rec in records:

@@ -58,7 +58,7 @@ from stage5_gpt.utils.checkpoint import BEST_NAME, KIND, LAST_NAME, check_meta
 from stage5_gpt.utils.data import default_dir, get_batch, load_meta, load_split, prepare_dataset
 from stage5_gpt.utils.mfu import measure_peak_flops, mfu
 
-DATASETS = ("shakespeare_char", "shakespeare_bpe", "ptb", "wikitext2", "imdb_text")
+DATASETS = ("shakespeare_char", "shakespeare_bpe", "ptb", "wikitext2", "imdb_text", "imdb_wikitext2")
 EVAL_SEED = 0  # the evaluation windows: the same at every evaluation and in every run
 MODEL_FROM_DATA = ("vocab_size",)  # set from the tokenizer, not by a flag
 # flags that change neither the model nor the numbers it learns (besides the shared ones)

@@ -55,7 +55,11 @@ DATASETS = {
     "wikitext2": ("wikitext2", {"train": "wiki.train.tokens", "val": "wiki.valid.tokens", "test": "wiki.test.tokens"},
                   None, "bpe", 8192),
     "imdb_text": ("imdb", {"all": "train.jsonl.gz"}, REPO_ROOT / "stage1_mlp" / "data" / "imdb", "bpe", 8192),
+    # the pre-training corpus of finetune.py: imdb_text's train/val reviews + WikiText-2's train/valid (never a test)
+    "imdb_wikitext2": ("", {}, None, "bpe", 8192),
 }
+PER_DOCUMENT_EOT = ("imdb_text", "imdb_wikitext2")  # several documents per split: each ends with <|endoftext|>
+COMPOSITES = {"imdb_wikitext2": {"imdb_text": ("all",), "wikitext2": ("train", "val")}}
 SPLIT_RULES = {
     "shakespeare_char": "nanoGPT: first 90% of the characters train, last 10% val; characters of train only",
     "shakespeare_bpe": "nanoGPT: first 90% of the characters train, last 10% val; BPE learned on train only",
@@ -63,6 +67,8 @@ SPLIT_RULES = {
     "wikitext2": "the official wiki.train/valid/test files; BPE learned on train only",
     "imdb_text": f"IMDb train reviews, {IMDB_VAL_FRACTION:.0%} val by a shuffle seeded {IMDB_SEED}; each review "
                  f"ends with {EOT}; BPE learned on train only",
+    "imdb_wikitext2": f"imdb_text's train reviews + WikiText-2 train, val: imdb_text's val reviews + WikiText-2 valid; "
+                      f"no test texts of either; every document ends with {EOT}; BPE learned on train only",
 }
 
 
@@ -111,6 +117,9 @@ def _settings(name: str, vocab_size: int | None) -> dict:
 def source_files(name: str, data_dir: str | Path | None = None) -> dict[str, Path]:
     """``{role: path}`` of the files ``name`` is made from (``all`` for single-file datasets)."""
     _check_name(name)
+    if name in COMPOSITES:  # role "<part>:<role>" for each file of each part it takes
+        return {f"{part}:{role}": path for part, roles in COMPOSITES[name].items()
+                for role, path in source_files(part, data_dir).items() if role in roles}
     folder_name, files, bundled, _, _ = DATASETS[name]
     where = find_dataset(folder_name, list(files.values()), data_dir=data_dir, bundled=bundled, allow_hub=False)
     return {role: data_file(where, f) for role, f in files.items()}
@@ -129,6 +138,13 @@ def _read_imdb_texts(path: Path) -> list[str]:
 
 def read_splits(name: str, files: dict[str, Path]) -> dict[str, list[str]]:
     """``{split: documents}``: one document per split except IMDb (one per review)."""
+    if name in COMPOSITES:  # the parts' splits, concatenated document lists (IMDb's reviews, WikiText-2's files)
+        texts = {}
+        for part in COMPOSITES[name]:
+            part_files = {role.split(":", 1)[1]: p for role, p in files.items() if role.split(":", 1)[0] == part}
+            for split, docs in read_splits(part, part_files).items():
+                texts.setdefault(split, []).extend(docs)
+        return texts
     if "all" not in files:
         texts = {split: [read_text(p)] for split, p in files.items()}
     elif name == "imdb_text":
@@ -216,12 +232,12 @@ def prepare_dataset(name: str, out_dir: str | Path | None = None, data_dir: str 
     (out_dir / META_NAME).unlink(missing_ok=True)  # a half-written folder is never taken for a prepared one
     splits = {}
     for split, split_docs in docs.items():
-        ids = _encode(tok, split_docs, per_document_eot=name == "imdb_text")
+        ids = _encode(tok, split_docs, per_document_eot=name in PER_DOCUMENT_EOT)
         _write_atomic(out_dir / f"{split}.bin", ids.tobytes())
         splits[split] = {"tokens": int(ids.size), "chars": sum(map(len, split_docs)),
                          "words": sum(count_words(d) for d in split_docs),
                          "bytes": sum(len(d.encode("utf-8")) for d in split_docs)}
-        if name == "imdb_text":
+        if name in PER_DOCUMENT_EOT:
             splits[split]["documents"] = len(split_docs)
     for stale in {"train", "val", "test"} - splits.keys():
         (out_dir / f"{stale}.bin").unlink(missing_ok=True)
