@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # `cd stage4_transformer && python classify.py`
 import numpy as np
 import torch
 
+from scripts import textclass as cd
 from scripts.budget import Budget, reproduce_argv, schedule_warmup
 from scripts.checkpoint import load_checkpoint, save_checkpoint
 from scripts.cli import HelpFormatter, UserError, run_cli
@@ -47,7 +48,6 @@ from scripts.schedule import SCHEDULES, lr_at, set_lr
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
 from stage4_transformer.models.attention import MultiHeadAttention
 from stage4_transformer.models.classifier import POOLINGS, ClassifierConfig, TransformerClassifier
-from stage4_transformer.utils import classify_data as cd
 from stage4_transformer.utils.tokenizer import PAD_ID, UNK_ID, SubwordTokenizer
 
 KIND = "stage4_transformer"

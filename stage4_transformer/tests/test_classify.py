@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from scripts import textclass as cd
 from scripts.checkpoint import save_checkpoint
 from scripts.cli import UserError, run_cli
 from stage4_transformer import classify
-from stage4_transformer.utils import classify_data as cd
 
 SAMPLE = str(cd.IMDB_BUNDLED)
 AG_FIXTURE = cd.REPO_ROOT / "stage1_mlp" / "data" / "ag_news_format_fixture" / "test_rows.csv"

@@ -1,8 +1,9 @@
-"""Text classification data for ``classify.py``: IMDb and AG News under stage 1's protocols.
+"""Text classification data shared by every classifier after stage 1: IMDb and AG News under stage 1's protocols.
 
-The Transformer row of the "MLP / LSTM / Transformer" comparison must be measured on exactly the data
-stage 1 uses, so this module reproduces stage 1's protocols (``stage1_mlp/datasets/sources.py``, read
-as a specification only: stages never import each other):
+The rows of the "MLP / LSTM / Transformer / GPT" comparison must be measured on exactly the data stage 1
+uses, so this one module reproduces stage 1's protocols (``stage1_mlp/datasets/sources.py``, read as a
+specification only) for stage 2's LSTM, stage 4's Transformer and stage 5's GPT classifiers: one
+implementation of the splits and the metrics, so the stages cannot drift apart.
 
 * **IMDb** (Maas et al. 2011): ``imdb/{train,test}.jsonl.gz`` (``{"text", "label"}``, 1 = positive).
   Validation = ``val_fraction`` of every class of the train split (NumPy ``default_rng(seed)``, the same
