@@ -6,6 +6,8 @@
     python benchmark.py ptb          # word LSTM, Penn Treebank, 40-minute budget (target test ppl <= 110)
     python benchmark.py wikitext2    # word LSTM + tied adaptive softmax, WikiText-2, 13 epochs, no time limit
                                      # (target test ppl <= 100)
+    python benchmark.py seqlen       # ms per training step of an LSTM 2x256 at sequence lengths 32..512 (~1 min;
+                                     # scripts/steptime.py, the same shapes as stages 3 and 4)
 
 ``char``/``ptb``/``wikitext2`` run ``train.py`` with the preset flags printed below (add more flags
 after the preset name to override them, e.g. ``python benchmark.py char --max_minutes 5``; ``--resume``
@@ -17,6 +19,7 @@ time, so that timings stay honest.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -29,9 +32,10 @@ import torch  # noqa: E402
 
 from scripts.cli import HelpFormatter, UserError, run_cli  # noqa: E402
 from scripts.device import add_device_args, describe_device, pick_device
-from scripts.flags import HELP
+from scripts.flags import DEFAULT_SEED, HELP
 from scripts.results import make_result, report_result, results_dir, write_result
 from scripts.seed import seed_everything
+from scripts.steptime import VOCAB, WIDTH, adamw_step, add_seqlen_args, check_seqlen_args, run_seqlen
 from stage2_rnn_lstm.models.language_model import LMConfig, RNNLanguageModel, copy_torch_to_scratch
 from stage2_rnn_lstm.utils.engine import KIND
 
@@ -108,12 +112,37 @@ def speed(argv) -> dict:
     return record, write_result(record, name="speed_lstm_scratch_vs_torch")
 
 
+def seqlen(argv):
+    """The LSTM language model (2 layers, 256 units, nn.LSTM) trained one step on random (batch, T) tokens for each
+    T: the recurrence runs T steps one after the other, whatever the batch (scripts/steptime.py)."""
+    p = argparse.ArgumentParser(prog="benchmark.py seqlen", formatter_class=HelpFormatter,
+                                description="ms per LSTM training step against the sequence length")
+    add_seqlen_args(p)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=HELP["seed"])
+    a = p.parse_args(argv)
+    check_seqlen_args(a.lengths, a.batch_size, a.repeats)
+    g = seed_everything(a.seed)
+    cfg = LMConfig(model_type="lstm", impl="torch", vocab_size=VOCAB, emb_dim=WIDTH, hidden_size=WIDTH, num_layers=2,
+                   dropout=0.0)
+    model = RNNLanguageModel(cfg)
+
+    def make_step(seq_len):
+        x = torch.randint(0, VOCAB, (a.batch_size, seq_len), generator=g)
+        y = torch.randint(0, VOCAB, (a.batch_size, seq_len), generator=g)
+        return adamw_step(model, lambda: model(x, y).loss)
+
+    return run_seqlen(KIND, f"LSTM 2x{WIDTH} (nn.LSTM)", make_step, lengths=a.lengths, batch_size=a.batch_size,
+                      repeats=a.repeats, params=model.num_params(), device=describe_device(torch.device("cpu")),
+                      seed=a.seed, config={"model": dataclasses.asdict(cfg), **vars(a)})
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("benchmark", choices=["speed", *PRESETS], help="what to run")
+    p.add_argument("benchmark", choices=["speed", "seqlen", *PRESETS], help="what to run")
     p.add_argument("--report", action="store_true", help=HELP["report"])
     p.add_argument("flags", nargs=argparse.REMAINDER,
-                   help="more flags: for a preset, train.py flags that override it; for speed, its own (speed -h)")
+                   help="more flags: for a preset, train.py flags that override it; for speed and seqlen, their own "
+                        "(speed -h, seqlen -h)")
     return p
 
 
@@ -123,6 +152,8 @@ def main(argv=None):
     rest = [f for f in a.flags if f != "--report"]
     if a.benchmark == "speed":
         record, path = speed(rest)
+    elif a.benchmark == "seqlen":
+        record, path = seqlen(rest)
     else:
         from stage2_rnn_lstm import train
         flags = PRESETS[a.benchmark] + rest

@@ -4,6 +4,7 @@
     python benchmark.py classify --report      # IMDb, Transformer encoder from scratch (classify.py --preset imdb30)
     python benchmark.py decode --report        # batched beam (k=5) on test_2016_flickr with and without the cache
     python benchmark.py impl --report          # scratch vs --impl torch: loss curve and fwd+bwd time ratios
+    python benchmark.py seqlen --report        # ms per training step vs sequence length 32..512 (~2 min)
 
 * ``translate``: ``train.py`` with :data:`TRANSLATE_TRAIN` (plain train.py flags, easy to change: 1,200 steps,
   about 43 minutes on 2 cores; ``--max_minutes M`` adds a time budget), then ``evaluate.py`` on
@@ -16,6 +17,10 @@
 * ``impl``: the scratch model and ``--impl torch`` from the same initial weights (``copy_weights``) trained side by
   side for 50 steps on the same real batches (dropout 0): the largest loss difference (target <= 1e-4); then
   fwd+bwd time at the benchmark shape, scratch/torch, with ``--attn_impl sdpa`` (target <= 1.3) and manual.
+
+* ``seqlen``: one training step (forward + backward + AdamW) of the translation model at d_model 256 (4 heads, 3+3
+  layers, d_ff 1024, pre-LN, dropout 0) on random (batch, T) source and target tokens for T = 32..512: the same
+  shapes as stage 2's and stage 3's ``seqlen`` presets (``scripts/steptime.py``).
 
 Result files go to ``results/stage4_transformer/``; ``--report`` also copies them to
 ``results/reported/stage4_transformer/`` (what the README tables are built from).
@@ -37,13 +42,14 @@ from scripts.device import describe_device
 from scripts.flags import DEFAULT_SEED, HELP, add_checkpoint_arg
 from scripts.results import make_result, report_result, write_result
 from scripts.seed import seed_everything
+from scripts.steptime import VOCAB, WIDTH, adamw_step, add_seqlen_args, check_seqlen_args, run_seqlen
 from stage4_transformer import evaluate, train
 from stage4_transformer.models.convert import copy_weights
 from stage4_transformer.models.transformer import Transformer, TransformerConfig
 from stage4_transformer.utils.checkpoint import BEST_NAME, KIND, load_model
 from stage4_transformer.utils.data import MULTI30K_TESTS, collate_translation, load_multi30k, token_batches
 from stage4_transformer.utils.evaluation import translate_sentences
-from stage4_transformer.utils.tokenizer import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer
+from stage4_transformer.utils.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, SubwordTokenizer
 
 # the 45-minute translation run: ordinary train.py flags (the time budget is added by the preset)
 TRANSLATE_TRAIN = ["--vocab_size", "8000", "--d_model", "256", "--n_heads", "4", "--enc_layers", "3",
@@ -65,13 +71,15 @@ IMPL_MAX_TOKENS, IMPL_VOCAB, IMPL_STEPS = 4096, 8000, 50
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("preset", choices=["translate", "classify", "decode", "impl"], help="which benchmark")
+    p.add_argument("preset", choices=["translate", "classify", "decode", "impl", "seqlen"], help="which benchmark")
     p.add_argument("--max_minutes", type=float, default=TRANSLATE_MINUTES, help=HELP["max_minutes"] + " (translate)")
     p.add_argument("--beam_size", type=int, default=5, help="beam width (translate, decode)")
     add_checkpoint_arg(p, default=f"{TRANSLATE_OUT}/{BEST_NAME}")
     p.add_argument("--limit", type=int, default=0, help="decode: only the first N test sentences (0 = all)")
     p.add_argument("--steps", type=int, default=IMPL_STEPS, help="impl: steps of the side-by-side loss curve")
-    p.add_argument("--repeats", type=int, default=5, help="impl: timed fwd+bwd passes per implementation")
+    p.add_argument("--repeats", type=int, default=5, help="impl: timed fwd+bwd passes per implementation; seqlen: "
+                   "timed steps per length (median)")
+    add_seqlen_args(p, repeats=False)
     p.add_argument("--curve_dtype", choices=["float64", "float32"], default="float64",
                    help="impl: precision of the side-by-side loss curves (timings are always float32)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=HELP["seed"])
@@ -208,6 +216,31 @@ def bench_impl(args) -> list[dict]:
     return [rec]
 
 
+def bench_seqlen(args) -> list[dict]:
+    check_seqlen_args(args.lengths, args.batch_size, args.repeats)
+    g = seed_everything(args.seed)
+    cfg = TransformerConfig(**dict(IMPL_MODEL, d_model=WIDTH), vocab_size=VOCAB, dropout=0.0, label_smoothing=0.0,
+                            attn_impl="sdpa", max_len=max(args.lengths) + 1, pad_id=PAD_ID, bos_id=BOS_ID,
+                            eos_id=EOS_ID)
+    model = Transformer(cfg)
+    first = len(SPECIALS)  # random tokens never hit a special id
+
+    def make_step(seq_len):
+        src = torch.randint(first, VOCAB, (args.batch_size, seq_len), generator=g)
+        tgt = torch.randint(first, VOCAB, (args.batch_size, seq_len + 1), generator=g)
+        keep = torch.ones_like(src, dtype=torch.bool)
+        return adamw_step(model, lambda: model(src, keep, tgt[:, :-1], tgt[:, 1:])[1])
+
+    name = f"Transformer {cfg.enc_layers}+{cfg.dec_layers}x{cfg.d_model} ({cfg.attn_impl} attention)"
+    rec, path = run_seqlen(KIND, name, make_step, lengths=args.lengths, batch_size=args.batch_size,
+                           repeats=args.repeats, params=model.num_params(),
+                           device=describe_device(torch.device("cpu")), seed=args.seed,
+                           config={"model": dataclasses.asdict(cfg), "lengths": args.lengths,
+                                   "batch_size": args.batch_size, "repeats": args.repeats})
+    rec["result_file"] = str(path)
+    return [rec]
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.beam_size < 1 or args.steps < 1 or args.repeats < 1:
@@ -215,7 +248,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     records = {"translate": bench_translate, "classify": bench_classify, "decode": bench_decode,
-               "impl": bench_impl}[args.preset](args)
+               "impl": bench_impl, "seqlen": bench_seqlen}[args.preset](args)
     if args.report:
         for rec in records:
             print(f"reported: {report_result(rec['result_file'])}")

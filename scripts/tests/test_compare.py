@@ -1,0 +1,107 @@
+"""scripts/compare.py (cross-stage comparison tables) and scripts/steptime.py (the seqlen timing helper)."""
+from __future__ import annotations
+
+import re
+
+from scripts import REPO_ROOT, compare, steptime
+from scripts.results import make_result, write_result
+
+BLOCKS = "".join(f"<!-- BEGIN COMPARE table={t} -->\n<!-- END COMPARE -->\n" for t in compare.TABLES)
+
+
+def _root(tmp_path):
+    (tmp_path / "README.md").write_text("# x\n\n" + BLOCKS, encoding="utf-8")
+    (tmp_path / "results" / "reported").mkdir(parents=True)
+    return tmp_path
+
+
+def _report(root, stage, task, dataset, split, metrics, **extra):
+    rec = make_result(stage, task, dataset, split, metrics, params=123_456, train_wall_s=61.0, device="cpu: test",
+                      seed=7, data_sha256="ab" * 32, command=f"cd {stage} && python fake.py", **extra)
+    out = root / "results" / "reported" / stage
+    return write_result(rec, name=f"{task}_{dataset}_{split}", out_dir=out, echo=False)
+
+
+def _row(text: str, label: str, group: str = "") -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {group}") and f"| {label} |" in line)
+
+
+def test_repository_compare_blocks_are_current():
+    """README.md and docs/roadmap.md hold every table, generated from results/reported (run scripts/compare.py)."""
+    assert compare.main(["--root", str(REPO_ROOT), "--check"]) == 0
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    roadmap = (REPO_ROOT / "docs" / "roadmap.md").read_text(encoding="utf-8")
+    for table in ("classification", "translation", "lm", "parallelism"):
+        assert f"<!-- BEGIN COMPARE table={table} -->" in readme and f"<!-- BEGIN COMPARE table={table} -->" in roadmap
+    assert "<!-- BEGIN COMPARE table=timeline -->" in roadmap
+    assert "并行能力:   低" not in readme  # the seed's words became the measured block
+
+
+def test_missing_rows_say_pending_with_the_command(tmp_path):
+    root = _root(tmp_path)
+    assert compare.main(["--root", str(root), "--check"]) == 1
+    assert compare.main(["--root", str(root), "--no_plot"]) == 0
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert "| 待复现 | 待复现 |" in _row(text, "LSTM", "IMDb")
+    assert "`cd stage2_rnn_lstm && python classify.py --preset imdb_cpu --report`" in text
+    assert "`cd stage4_transformer && python benchmark.py seqlen --report`" in text
+    assert not re.search(r"\| \d+\.\d+%", text)  # no number without a file
+    assert compare.main(["--root", str(root), "--check"]) == 0
+
+
+def test_a_reported_file_renders_its_numbers_and_names_missing_fields(tmp_path):
+    root = _root(tmp_path)
+    path = _report(root, "stage2_rnn_lstm", "classification", "imdb", "test", {"accuracy": 0.87654, "macro_f1": 0.8711},
+                   protocol="standard", model="LSTM test", latency_ms_batch1=1.234, samples_per_s=4321.0)
+    _report(root, "stage2_rnn_lstm", "classification", "imdb", "val", {"accuracy": 0.99}, protocol="standard")
+    _report(root, "stage3_attention_seq2seq", "translation", "multi30k", "test_2016_flickr", {"bleu": 33.333},
+            attention_type="luong_general")
+    compare.main(["--root", str(root), "--no_plot"])
+    text = (root / "README.md").read_text(encoding="utf-8")
+    row = _row(text, "LSTM", "IMDb")
+    assert "| 87.65% | 87.11% | 0.12M | 61 秒 | 1.23 | 4,321 | [1] |" in row  # the test split, not the val file
+    assert "99.00%" not in text
+    assert path.name in text and "`cd stage2_rnn_lstm && python fake.py`" in text
+    assert "data sha256 `abababababab`" in text and "cpu: test" in text
+    luong = _row(text, "RNN + Luong 注意力")
+    assert "| 33.33 | — |" in luong  # chrF is not in the file: a dash, and the footnote says which field is missing
+    assert re.search(r"translation_multi30k_test_2016_flickr_\S+\.json 中没有 `chrf`（chrF）", text)
+    assert "python classify.py --preset imdb_cpu --report" not in text.split("待复现（运行")[1].split("\n\n")[1]
+
+
+def test_stage5_rows_tell_pretrained_from_scratch(tmp_path):
+    root = _root(tmp_path)
+    _report(root, "stage5_gpt", "classification", "imdb", "test", {"accuracy": 0.9111, "macro_f1": 0.91},
+            protocol="standard", config={"train": {"init_from": "checkpoints/bench_pretrain"}})
+    compare.main(["--root", str(root), "--no_plot"])
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert "91.11%" in _row(text, "GPT（预训练 + 微调）", "IMDb")
+    assert "待复现" in _row(text, "GPT（从零训练）", "IMDb")
+
+
+def test_steptime_times_each_length_against_the_reference_and_the_table_shows_it(tmp_path):
+    calls = []
+    rows = steptime.time_lengths(lambda t: (lambda: calls.append(t)), [4, 8], batch_size=2, repeats=2,
+                                 ref=lambda: None, log=lambda s: None)
+    assert calls == [4, 4, 4, 8, 8, 8]  # one warm-up + 2 timed steps per length
+    assert [r["seq_len"] for r in rows] == [4, 8] and all(len(r["steps_s"]) == 2 for r in rows)
+    root = _root(tmp_path)
+    for stage, ms in (("stage2_rnn_lstm", 10.0), ("stage4_transformer", 5.0)):
+        pts = [dict(r, ms_per_step=ms * r["seq_len"], ratio=0.5 * r["seq_len"]) for r in rows]
+        rec = steptime.seqlen_result(stage, f"model of {stage}", pts, params=10, device="cpu: test", seed=1,
+                                     batch_size=2, config={})
+        assert rec["task"] == steptime.TASK and rec["metrics"]["ms_per_step_T8"] == ms * 8
+        write_result(rec, name="seqlen", out_dir=root / "results" / "reported" / stage, echo=False)
+    compare.main(["--root", str(root)])
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert "| 4 | 40.0（2.00） | 待复现 | 20.0（2.00） |" in text
+    assert "| 增长 | 2.0 倍（T 4→8） | 待复现 | 2.0 倍（T 4→8） |" in text
+    assert "`cd stage3_attention_seq2seq && python benchmark.py seqlen --report`" in text
+    for table in compare.FIGURES:
+        assert (root / "docs" / "figures" / f"compare_{table}.png").stat().st_size > 1000
+
+
+def test_compare_and_steptime_import_no_stage():
+    for name in ("compare.py", "steptime.py"):
+        text = (REPO_ROOT / "scripts" / name).read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(from|import)\s+stage\d", text, re.M), name
