@@ -58,20 +58,28 @@ def check_args(a, vocab_size: int) -> None:
 
 
 @torch.inference_mode()
+def generate_iter(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu"):
+    """Yield the ids that continue ``prompt_ids``, one at a time, as they are sampled (for streaming)."""
+    model.eval()
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)    # (1, T)
+    step = model(idx)                                                      # logits (1, T, V)
+    for _ in range(max_new_tokens):
+        nxt = sample_next(step.logits[0, -1], temperature, top_k, top_p, generator)
+        yield nxt
+        step = model(torch.tensor([[nxt]], device=device), state=step.state)  # logits (1, 1, V)
+
+
 def generate(model, vocab, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
              device: torch.device | str = "cpu", on_token=None) -> list[int]:
     """Continue ``prompt_ids``; ``on_token(id)`` is called for each new token (streaming)."""
-    model.eval()
-    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)    # (1, T)
-    step = model(idx)                                                      # logits (1, T, V)
     out = []
-    for _ in range(max_new_tokens):
-        nxt = sample_next(step.logits[0, -1], temperature, top_k, top_p, generator)
+    for nxt in generate_iter(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, generator, device):
         out.append(nxt)
         if on_token is not None:
             on_token(nxt)
-        step = model(torch.tensor([[nxt]], device=device), state=step.state)  # logits (1, 1, V)
     return out
 
 
