@@ -99,8 +99,10 @@ class Registry:
                                                                      f"({type(module).__name__}: {module})"})
                 continue
             for spec in getattr(module, "MODELS", []):
-                if spec.task not in TASKS:
-                    raise ValueError(f"{stage}/serve.py: {spec.name} has unknown task {spec.task!r}")
+                if not isinstance(spec, Servable) or spec.task not in TASKS:
+                    self.adapter_errors.append({"stage": stage, "error": f"{stage}/serve.py: {spec!r:.80} is not a "
+                                                                         f"Servable with a task in {TASKS}"})
+                    continue
                 entry = _Entry(f"{stage}/{spec.name}", stage, spec, threading.Lock())
                 self.entries[entry.id] = entry
 
@@ -135,7 +137,10 @@ class Registry:
             if isinstance(cached[1], ShowcaseError):
                 return {**info, "status": "broken", "error": cached[1].message}
             if spec.describe is not None:
-                info["detail"] = spec.describe(cached[1])
+                try:
+                    info["detail"] = spec.describe(cached[1])
+                except Exception as e:  # a description is a nicety; the listing must not fail for it
+                    info["detail"] = f"({type(e).__name__} in describe)"
         return {**info, "status": "ready"}
 
     def listing(self) -> list[dict]:
