@@ -79,6 +79,9 @@ def model_from_checkpoint(ckpt: dict) -> tuple[RNNLanguageModel, Vocab]:
 def load_model(checkpoint: str | Path, vocab_path: str | Path | None = None, device: torch.device | str = "cpu"):
     """(model in eval mode, vocab, checkpoint dict); checks that ``vocab_path`` matches the checkpoint."""
     ckpt = load_checkpoint(checkpoint, kind=KIND)
+    if ckpt.get("task") == "classification":
+        raise UserError(f"{checkpoint} is a stage-2 classifier checkpoint (classify.py), not a language model; "
+                        f"score it with `python classify.py evaluate --checkpoint {checkpoint}`")
     model, vocab = model_from_checkpoint(ckpt)
     if vocab_path is not None:
         given = Vocab.from_dict(load_vocab_pickle(vocab_path))
