@@ -1,0 +1,35 @@
+"""Stage 1's search space for ``scripts/tune.py`` (hyper-parameter tuning with Optuna).
+
+    python tune_space.py        # prints the space as JSON: what scripts/tune.py reads
+
+Every name is a flag of train.py, with its range and its default (train.py's own default: the study's trial 0,
+so "better than the default" is measured in the same study, on the same budget). ``metric`` is the validation
+field of train.py's ``eval | ...`` lines (reported after every evaluation, for pruning); ``result_metric`` is the
+same quantity in its ``RESULT`` line (the best checkpoint on validation; never the test split).
+This file imports nothing from the stage, so reading it costs no torch import.
+"""
+import json
+
+SPACE = {
+    "metric": "val_accuracy",
+    "result_metric": "accuracy",
+    "direction": "maximize",
+    "params": {
+        "lr": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True, "default": 3e-3},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.7, "default": 0.5},
+        "hidden_dims": {"type": "categorical", "choices": ["0", "64", "256", "128 64"], "default": "64"},
+        "batch_size": {"type": "categorical", "choices": [64, 128, 256, 512], "default": 256},
+        "weight_decay": {"type": "float", "low": 0.0, "high": 0.05, "default": 0.0},
+        "ngram": {"type": "int", "low": 1, "high": 3, "default": 2},
+        "nb_scale": {"type": "bool", "default": True},
+        "lr_schedule": {"type": "categorical", "choices": ["constant", "cosine"], "default": "constant"},
+    },
+}
+
+
+def search_space() -> dict:
+    return SPACE
+
+
+if __name__ == "__main__":
+    print(json.dumps(search_space(), indent=1))

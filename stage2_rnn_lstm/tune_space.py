@@ -1,0 +1,36 @@
+"""Stage 2's search space for ``scripts/tune.py`` (hyper-parameter tuning with Optuna).
+
+    python tune_space.py        # prints the space as JSON: what scripts/tune.py reads
+
+Every name is a flag of train.py, with its range and its default (train.py's own default: the study's trial 0,
+so "better than the default" is measured in the same study, on the same budget). ``metric`` is the validation
+field of train.py's ``eval | ...`` lines (reported after every evaluation, for pruning); ``result_metric`` is the
+same quantity in its ``RESULT`` line (the best checkpoint on validation; never the test split).
+This file imports nothing from the stage, so reading it costs no torch import.
+"""
+import json
+
+SPACE = {
+    "metric": "val_loss",
+    "result_metric": "val_loss",
+    "direction": "minimize",
+    "params": {
+        "lr": {"type": "float", "low": 5e-4, "high": 5e-3, "log": True, "default": 2e-3},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5, "default": 0.2},
+        "weight_decay": {"type": "float", "low": 0.0, "high": 0.1, "default": 0.01},
+        "hidden_size": {"type": "categorical", "choices": [256, 512, 768], "default": 512},
+        "num_layers": {"type": "int", "low": 1, "high": 3, "default": 2},
+        "emb_dim": {"type": "categorical", "choices": [64, 128, 256], "default": 128},
+        "batch_size": {"type": "categorical", "choices": [32, 64, 128], "default": 64},
+        "seq_len": {"type": "categorical", "choices": [64, 128, 256], "default": 128},
+        "lr_schedule": {"type": "categorical", "choices": ["plateau", "cosine", "wsd"], "default": "plateau"},
+    },
+}
+
+
+def search_space() -> dict:
+    return SPACE
+
+
+if __name__ == "__main__":
+    print(json.dumps(search_space(), indent=1))
