@@ -71,11 +71,11 @@ BEST, LAST = "best_classifier.pt", "last_classifier.pt"
 LATENCY_MAX_S = 1.0  # batch-1 latency: at most --latency_samples texts or this many seconds (at least 10 texts)
 
 # Benchmark presets: `--preset NAME` puts these flags first (later flags on the command line win).
-# imdb_cpu (full IMDb, estimated 15-25 minutes on 2 idle CPU cores, more on a loaded machine): a 1-layer bidirectional
-# nn.LSTM (128 units per direction, max pooling) over the first 400 words (about 85% of the reviews whole), on the
-# 30,000 most frequent training words. A pure step budget (4 epochs = 2,972 steps of 32 reviews, cosine to 0), no
-# clock: the same numbers on any machine with the same torch; train_wall_s records how long it took. On 2 cores a
-# step of 32 reviews x ~220 words takes ~0.2-0.3 s (forward + backward of both directions + AdamW).
+# imdb_cpu (full IMDb, estimated ~20 minutes on 2 idle CPU cores): a 1-layer bidirectional nn.LSTM (128 units per
+# direction, max pooling) over the first 400 words (82% of the reviews whole), on the 30,000 most frequent training
+# words. A pure step budget (4 epochs = 2,972 steps of 32 reviews, cosine to 0), no clock: the same numbers on any
+# machine with the same torch; train_wall_s records how long it took. Measured: ~0.7 s/step on 2 cores shared with
+# another benchmark (load average 4; ~40 minutes in all), ~0.2-0.3 s/step for the bare model step on a quieter core.
 PRESETS = {
     "imdb_cpu": ["--dataset", "imdb", "--epochs", "4", "--max_minutes", "0", "--max_vocab", "30000",
                  "--min_freq", "2", "--max_len", "400", "--impl", "torch", "--emb_dim", "128", "--hidden_size", "128",
