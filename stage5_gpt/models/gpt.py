@@ -189,6 +189,12 @@ class KVCache:
         self.v[layer][:, :, self.pos:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # 2 x (B, nh, pos+T, hs), views
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep (and repeat) the rows ``index`` (B',) of every layer's buffers: beam search moves each surviving
+        hypothesis onto its parent's keys and values."""
+        self.k = [None if k is None else k.index_select(0, index) for k in self.k]
+        self.v = [None if v is None else v.index_select(0, index) for v in self.v]
+
 
 # ----- the block -------------------------------------------------------------------------------------------
 

@@ -86,6 +86,9 @@ def load_model(path, device="cpu"):
     corrupt or foreign file (another stage's kind), a bad config, or weights that do not fit the config."""
     path = Path(path)
     ckpt = load_checkpoint(path, kind=KIND, map_location=device)
+    if "finetune" in ckpt:
+        raise CheckpointError(f"{path} is a fine-tuned {ckpt['finetune'].get('task')} checkpoint, not a language "
+                              f"model: use finetune.py evaluate --checkpoint {path}")
     config = config_from_checkpoint(ckpt, path)
     tokenizer = tokenizer_from_checkpoint(ckpt, path)
     if tokenizer.vocab_size > config.vocab_size:
