@@ -35,24 +35,6 @@ TABLES = ("classification", "translation", "lm", "parallelism", "timeline")
 FIGURES = ("classification", "translation", "lm", "parallelism")
 
 CLASSIFY_TASKS = ("classification", "classify")  # stage 1 and 4 write "classification"
-SCRATCH_INIT = (None, "", "scratch")  # stage 5's --init_from default: trained from scratch
-
-
-def init_from(rec: dict):
-    """Stage 5's ``init_from`` (pre-trained vs scratch), wherever the file keeps it: top level, config, config.train."""
-    cfg = rec.get("config") if isinstance(rec.get("config"), dict) else {}
-    for where in (rec, cfg, cfg.get("train") if isinstance(cfg.get("train"), dict) else {}):
-        if "init_from" in where:
-            return where["init_from"]
-    return None
-
-
-def _pretrained(rec):
-    return init_from(rec) not in SCRATCH_INIT
-
-
-def _scratch(rec):
-    return init_from(rec) in SCRATCH_INIT
 
 
 # ----- the selection table -----------------------------------------------------------------------------------------
@@ -60,8 +42,8 @@ def _scratch(rec):
 # * match: result-file field -> wanted value; a tuple means "any of these"; a callable gets the whole record
 #   (key "_rec") or the field's value; "command~" matches a substring of the command. The newest matching file
 #   (by timestamp) is the row.
-# * pending: the command that would produce the row (shown while it says 待复现). Stage 5's finetune.py commands are
-#   the expected ones (it is being written); adjust them here when it lands.
+# * pending: the command that would produce the row (shown while it says 待复现). Stage 5's rows are told apart by the
+#   ``mode`` (full / head / lora) and ``init`` (pretrained / scratch) fields of finetune.py's result files.
 # * keys: column -> candidate fields of the file, first present wins (overrides the table's default; "metrics.x" is
 #   a metric, anything else a top-level field). Stage 1's ``samples_per_s`` counts featurized inputs, so its rows
 #   read the raw-text throughput ``end_to_end_samples_per_s`` only.
@@ -92,12 +74,13 @@ ROWS = [
         "cd stage2_rnn_lstm && python classify.py --preset imdb_cpu --report"),
     Row("classification", "transformer_imdb", "Transformer 编码器", "IMDb 测试集", "stage4_transformer", IMDB,
         "cd stage4_transformer && python benchmark.py classify --report"),
-    Row("classification", "gpt_ft_imdb", "GPT（预训练 + 微调）", "IMDb 测试集", "stage5_gpt",
-        dict(IMDB, _rec=_pretrained), "cd stage5_gpt && python benchmark.py pretrain --report && "
-        "python finetune.py --task classify --dataset imdb --init_from checkpoints/bench_pretrain --report"),
-    Row("classification", "gpt_scratch_imdb", "GPT（从零训练）", "IMDb 测试集", "stage5_gpt",
-        dict(IMDB, _rec=_scratch), "cd stage5_gpt && python finetune.py --task classify --dataset imdb "
-        "--init_from scratch --report"),
+    *[Row("classification", f"gpt_{key}_imdb", label, "IMDb 测试集", "stage5_gpt",
+          dict(IMDB, mode=mode, init=init), "cd stage5_gpt && python benchmark.py pretrain --report && "
+          f"python benchmark.py ft_imdb_{key} --report")
+      for key, mode, init, label in (("full", "full", "pretrained", "GPT（预训练 + 全部微调）"),
+                                     ("scratch", "full", "scratch", "GPT（同一结构，从零训练）"),
+                                     ("head", "head", "pretrained", "GPT（预训练，只训练分类头）"),
+                                     ("lora", "lora", "pretrained", "GPT（预训练 + LoRA）"))],
     Row("classification", "mlp_ag", "MLP（bigram TF-IDF）", AG_GROUP, "stage1_mlp", AG_CV,
         "cd stage1_mlp && python benchmark.py --only ag_news_cv --report", STAGE1_SPEED),
     Row("classification", "lstm_ag", "LSTM", AG_GROUP, "stage2_rnn_lstm", AG_CV,
@@ -105,12 +88,12 @@ ROWS = [
         "--report"),
     Row("classification", "transformer_ag", "Transformer 编码器", AG_GROUP,
         "stage4_transformer", AG_CV, "cd stage4_transformer && python benchmark.py classify --report" + AG_CV_S4),
-    Row("classification", "gpt_ft_ag", "GPT（预训练 + 微调）", AG_GROUP, "stage5_gpt",
-        dict(AG_CV, _rec=_pretrained), "cd stage5_gpt && python finetune.py --task classify --dataset ag_news "
-        "--protocol ag_news_test_cv --init_from checkpoints/bench_pretrain --report"),
-    Row("classification", "gpt_scratch_ag", "GPT（从零训练）", AG_GROUP, "stage5_gpt",
-        dict(AG_CV, _rec=_scratch), "cd stage5_gpt && python finetune.py --task classify --dataset ag_news "
-        "--protocol ag_news_test_cv --init_from scratch --report"),
+    Row("classification", "gpt_full_ag", "GPT（预训练 + 全部微调）", AG_GROUP, "stage5_gpt",
+        dict(AG_CV, mode="full", init="pretrained"), "cd stage5_gpt && python benchmark.py ft_imdb_full --report "
+        "--extra --dataset ag_news --protocol ag_news_test_cv"),
+    Row("classification", "gpt_scratch_ag", "GPT（同一结构，从零训练）", AG_GROUP, "stage5_gpt",
+        dict(AG_CV, mode="full", init="scratch"), "cd stage5_gpt && python benchmark.py ft_imdb_scratch --report "
+        "--extra --dataset ag_news --protocol ag_news_test_cv"),
     # translation: Multi30k en->fr, test_2016_flickr, beam 5
     *[Row("translation", f"s3_{att}", label, "Multi30k 英→法 test_2016_flickr", "stage3_attention_seq2seq",
           {"task": "translation", "dataset": "multi30k", "split": "test_2016_flickr", "attention_type": want},
@@ -123,7 +106,7 @@ ROWS = [
         "cd stage4_transformer && python benchmark.py translate --report"),
     Row("translation", "s5_gpt", "GPT（仅解码器）", "Multi30k 英→法 test_2016_flickr", "stage5_gpt",
         {"task": "translation", "dataset": "multi30k", "split": "test_2016_flickr"},
-        "cd stage5_gpt && python finetune.py --task translate --dataset multi30k --report"),
+        "cd stage5_gpt && python benchmark.py pretrain --report && python benchmark.py ft_translate --report"),
     # language modelling: the same text and split, LSTM vs GPT
     Row("lm", "lstm_char", "LSTM 2x512（字符级）", "tiny Shakespeare 验证集", "stage2_rnn_lstm",
         {"task": "language_modeling", "dataset": "tinyshakespeare", "split": "val"},
@@ -158,7 +141,8 @@ ROWS = [
 # column: (header, default candidate fields, kind)
 COLUMNS = {
     "classification": [("准确率", ("metrics.accuracy",), "pct"), ("宏 F1", ("metrics.macro_f1",), "pct"),
-                       ("参数量", ("params",), "params"), ("训练时间", ("train_wall_s",), "time"),
+                       ("参数量", ("params",), "params"), ("可训练参数", ("trainable_params", "params"), "params"),
+                       ("训练时间", ("train_wall_s",), "time"),
                        ("推理 ms/样本（批量 1）", ("latency_ms_batch1",), "ms"),
                        ("样本/秒（批量，从原始文本）", ("samples_per_s",), "rate")],
     "translation": [("BLEU", ("metrics.bleu",), "num"), ("chrF", ("metrics.chrf",), "num"),
@@ -377,9 +361,10 @@ TIMELINE = [
     ("SwiGLU", "2020 · Shazeer", "[阶段 5 文档 §15](/docs/stage5_gpt.md)，`--mlp swiglu`",
      [("ablation", "metric:val_loss_swiglu", "只换 SwiGLU 的验证损失"),
       ("ablation", "metric:val_loss_llama", "三项全换")]),
-    ("LoRA", "2021 · Hu 等", "尚未实现（之后的工作）", []),
+    ("LoRA", "2021 · Hu 等", "[阶段 5 `models/lora.py`](/stage5_gpt/models/lora.py)，`finetune.py --mode lora`",
+     [("gpt_lora_imdb", "准确率", "LoRA 微调的 IMDb 准确率"), ("gpt_lora_imdb", "可训练参数", "可训练参数")]),
     ("指令微调", "2022 · Ouyang 等（InstructGPT）", "尚未实现；阶段 5 的 `finetune.py` 是第一步",
-     [("gpt_ft_imdb", "准确率", "预训练 + 微调的 IMDb 准确率")]),
+     [("gpt_full_imdb", "准确率", "预训练 + 微调的 IMDb 准确率")]),
 ]
 
 

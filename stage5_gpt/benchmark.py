@@ -11,6 +11,8 @@
     python benchmark.py ptb --report           # BPE GPT on PTB, 40 minutes, word-level test ppl (target <= 110)
     python benchmark.py wikitext2 --report     # the same on WikiText-2
     python benchmark.py pretrain --report      # the model finetune.py starts from: IMDb train + WikiText-2, ~60 min
+    python benchmark.py ft_imdb_full --report  # fine-tune it on IMDb (also ft_imdb_scratch / _head / _lora,
+                                               # ft_translate, ft_multitask)
     python benchmark.py gpu_char --report      # (a CUDA GPU) nanoGPT's GPU char config, bf16 + compile (<= 1.47)
 
 * ``nanogpt_cpu``: :data:`NANOGPT_CPU`, the flags of nanoGPT's README command for the CPU (no compile;
@@ -96,8 +98,27 @@ PRETRAIN = ["--dataset", "imdb_wikitext2", "--n_layer", "4", "--n_head", "4", "-
             "--lr", "1e-3", "--min_lr", "1e-4", "--warmup_steps", "200", "--weight_decay", "0.1", "--beta2", "0.99",
             "--grad_clip", "1.0", "--dtype", "bfloat16", "--fused", "--max_steps", "3500", "--eval_every", "250",
             "--eval_iters", "20", "--log_every", "50"]
+# finetune.py from the pretrain checkpoint: IMDb (stage 1's splits, full 25,000-review test set) with one epoch of
+# 32-review steps over 256 tokens per review, and the same run from random weights (the control); head-only and
+# LoRA keep the trunk frozen and take a larger learning rate
+FT_IMDB = ["--task", "classify", "--dataset", "imdb", "--max_len", "256", "--pool", "mean", "--batch_size", "32",
+           "--epochs", "1", "--lr", "3e-4", "--warmup_steps", "50", "--weight_decay", "0.01", "--dropout", "0.1",
+           "--dtype", "bfloat16", "--eval_every", "250", "--log_every", "25"]
+FINETUNES = {
+    "ft_imdb_full": FT_IMDB,
+    "ft_imdb_scratch": FT_IMDB + ["--init_from", "scratch"],
+    "ft_imdb_head": FT_IMDB + ["--mode", "head", "--lr", "1e-3"],
+    "ft_imdb_lora": FT_IMDB + ["--mode", "lora", "--lora_rank", "8", "--lora_alpha", "16", "--lr", "1e-3"],
+    "ft_translate": ["--task", "translate", "--batch_size", "32", "--epochs", "2", "--lr", "5e-4", "--warmup_steps",
+                     "100", "--dropout", "0.1", "--dtype", "bfloat16", "--beam_size", "5", "--eval_every", "500",
+                     "--log_every", "25"],
+    "ft_multitask": ["--task", "multitask", "--mix", "classify=1,translate=1,lm=1", "--max_len", "256", "--pool",
+                     "mean", "--batch_size", "32", "--max_steps", "2000", "--lr", "3e-4", "--warmup_steps", "100",
+                     "--dropout", "0.1", "--dtype", "bfloat16", "--beam_size", "5", "--eval_every", "500",
+                     "--log_every", "25"],
+}
 PRESETS = ("nanogpt_cpu", "char20", "kv_cache", "bpe", "ddp", "ablation", "bf16", "ptb", "wikitext2", "gpu_char",
-           "pretrain")
+           "pretrain", *FINETUNES)
 
 
 def build_parser():
@@ -149,6 +170,16 @@ def bench_char20(args) -> list[dict]:
 def bench_pretrain(args) -> list[dict]:
     """The checkpoint finetune.py starts from (``checkpoints/bench_pretrain/best_gpt.pt``), and its val loss."""
     return train_then_eval(args, "pretrain", PRETRAIN, ["--split", "val", "--stride", "128", "--dtype", "bfloat16"])
+
+
+def bench_finetune(args, name: str) -> list[dict]:
+    """finetune.py with the preset's flags, from checkpoints/bench_pretrain/best_gpt.pt (unless --extra says)."""
+    from stage5_gpt import finetune
+
+    load_note(name)
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    return [finetune.main(FINETUNES[name] + ["--seed", str(args.seed), "--out_dir", f"checkpoints/bench_{name}",
+                                             "--run_dir", f"runs/bench_{name}", *threads, *args.extra])]
 
 
 def bench_word(args, dataset: str) -> list[dict]:
@@ -345,7 +376,8 @@ def main(argv=None):
     run = {"nanogpt_cpu": bench_nanogpt_cpu, "char20": bench_char20, "kv_cache": bench_kv_cache, "bpe": bench_bpe,
            "ddp": bench_ddp, "ablation": bench_ablation, "bf16": bench_bf16,
            "ptb": lambda a: bench_word(a, "ptb"), "wikitext2": lambda a: bench_word(a, "wikitext2"),
-           "gpu_char": bench_gpu_char, "pretrain": bench_pretrain}[args.preset]
+           "gpu_char": bench_gpu_char, "pretrain": bench_pretrain,
+           **{name: (lambda a, n=name: bench_finetune(a, n)) for name in FINETUNES}}[args.preset]
     records = run(args)
     if args.report:
         for rec in records:

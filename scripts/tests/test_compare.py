@@ -59,7 +59,7 @@ def test_a_reported_file_renders_its_numbers_and_names_missing_fields(tmp_path):
     compare.main(["--root", str(root), "--no_plot"])
     text = (root / "README.md").read_text(encoding="utf-8")
     row = _row(text, "LSTM", "IMDb")
-    assert "| 87.65% | 87.11% | 0.12M | 61 秒 | 1.23 | 4,321 | [1] |" in row  # the test split, not the val file
+    assert "| 87.65% | 87.11% | 0.12M | 0.12M | 61 秒 | 1.23 | 4,321 | [1] |" in row  # the test split, not the val file
     assert "99.00%" not in text
     assert path.name in text and "`cd stage2_rnn_lstm && python fake.py`" in text
     assert "data sha256 `abababababab`" in text and "cpu: test" in text
@@ -72,11 +72,13 @@ def test_a_reported_file_renders_its_numbers_and_names_missing_fields(tmp_path):
 def test_stage5_rows_tell_pretrained_from_scratch(tmp_path):
     root = _root(tmp_path)
     _report(root, "stage5_gpt", "classification", "imdb", "test", {"accuracy": 0.9111, "macro_f1": 0.91},
-            protocol="standard", config={"train": {"init_from": "checkpoints/bench_pretrain"}})
+            protocol="standard", mode="lora", init="pretrained", trainable_params=12345)
     compare.main(["--root", str(root), "--no_plot"])
     text = (root / "README.md").read_text(encoding="utf-8")
-    assert "91.11%" in _row(text, "GPT（预训练 + 微调）", "IMDb")
-    assert "待复现" in _row(text, "GPT（从零训练）", "IMDb")
+    assert "91.11%" in _row(text, "GPT（预训练 + LoRA）", "IMDb")
+    assert "| 0.12M | 12.3K |" in _row(text, "GPT（预训练 + LoRA）", "IMDb")  # all parameters, then the trained ones
+    for other in ("GPT（预训练 + 全部微调）", "GPT（同一结构，从零训练）", "GPT（预训练，只训练分类头）"):
+        assert "待复现" in _row(text, other, "IMDb")
 
 
 def test_steptime_times_each_length_against_the_reference_and_the_table_shows_it(tmp_path):
