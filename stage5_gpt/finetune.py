@@ -316,7 +316,7 @@ class TranslateTask:
         out = []
         for s in src:
             prompt = self.tok.encode(td.prompt_text(s))
-            max_new = 2 * len(prompt) + 10
+            max_new = td.max_new_tokens(len(prompt))
             with autocast(torch.device("cpu"), self.cfg.dtype):
                 ids = greedy_translate(model.gpt, prompt, max_new, self.tok.eot_id) if beam_size == 1 else \
                     beam_search(model.gpt, prompt, beam_size, max_new, self.tok.eot_id, self.cfg.len_alpha)
@@ -767,7 +767,8 @@ def run_text(model: TaskModel, tok, info: dict, cfg: FinetuneConfig, text: str) 
         prompt = tok.encode(td.prompt_text(text))
         if len(prompt) >= model.gpt.config.block_size:
             raise UserError(f"the sentence has {len(prompt)} tokens, more than the model's context allows")
-        ids = beam_search(model.gpt, prompt, cfg.beam_size, 2 * len(prompt) + 10, tok.eot_id, cfg.len_alpha)
+        ids = beam_search(model.gpt, prompt, cfg.beam_size, td.max_new_tokens(len(prompt)), tok.eot_id,
+                          cfg.len_alpha)
         return {"task": task, "translation": tok.decode(ids).strip()}
 
 

@@ -53,12 +53,26 @@ def _tiny_checkpoints(root) -> dict:
                              "--block_size", "32", "--batch_size", "4", "--eval_iters", "1", "--peak_flops", "1e11",
                              "--warmup_steps", "1", "--threads", "1", "--max_steps", "4", "--eval_every", "4",
                              "--out_dir", str(ck[s5] / "quickstart"), "--run_dir", str(runs / s5)])
+    # stage 5's fine-tuned classifier and translator start from a tiny byte-level BPE GPT (bundled IMDb sample)
+    bpe = root / "prepared" / "imdb300"
+    stage_main(s5, "prepare")(["--dataset", "imdb_text", "--vocab_size", "300", "--prepared_dir", str(bpe)])
+    stage_main(s5, "train")(["--dataset", "imdb_text", "--prepared_dir", str(bpe), "--n_layer", "1", "--n_head", "2",
+                             "--n_embd", "32", "--block_size", "192", "--batch_size", "2", "--eval_iters", "1",
+                             "--peak_flops", "1e11", "--warmup_steps", "1", "--threads", "1", "--max_steps", "2",
+                             "--eval_every", "2", "--out_dir", str(root / "pre5"), "--run_dir", str(runs / "pre5")])
+    for task, out in (("classify", "finetune_classify_full"), ("translate", "finetune_translate_full")):
+        stage_main(s5, "finetune")(["--task", task, "--init_from", str(root / "pre5" / "best_gpt.pt"), "--max_len",
+                                    "48", "--batch_size", "8", "--limit_train", "32", "--max_steps", "2",
+                                    "--val_fraction", "0.02", "--test_limit", "2", "--beam_size", "1", "--threads",
+                                    "1", "--out_dir", str(ck[s5] / out), "--run_dir", str(runs / out)])
     return {"classify": {f"{s1}/mlp": ck[s1] / "quickstart" / "best_model.pt",
-                         f"{s4}/classifier": ck[s4] / "classify" / "best_classifier.pt"},
+                         f"{s4}/classifier": ck[s4] / "classify" / "best_classifier.pt",
+                         f"{s5}/gpt_classify": ck[s5] / "finetune_classify_full" / "best_finetune.pt"},
             "generate": {f"{s2}/lstm_char": ck[s2] / "quickstart" / "best_lstm_char.pt",
                          f"{s5}/gpt": ck[s5] / "quickstart" / "best_gpt.pt"},
             "translate": {f"{s3}/attention": ck[s3] / "quickstart" / "best_attention_model.pt",
-                          f"{s4}/transformer": ck[s4] / "quickstart" / "best_transformer.pt"}}
+                          f"{s4}/transformer": ck[s4] / "quickstart" / "best_transformer.pt",
+                          f"{s5}/gpt_translate": ck[s5] / "finetune_translate_full" / "best_finetune.pt"}}
 
 
 @pytest.fixture(scope="session")

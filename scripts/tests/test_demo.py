@@ -72,7 +72,7 @@ def test_every_stage_has_an_adapter_and_the_web_layer_holds_no_model_code():
         assert not re.search(r"^\s*(import|from)\s+torch\b", text, re.M), name
 
 
-def test_models_lists_ready_missing_and_planned_models(client, demo_root):
+def test_models_lists_ready_and_missing_models(client, demo_root):
     root, paths = demo_root
     listing = {m["id"]: m for m in client.get("/api/models").json()["models"]}
     for task, by_model in paths.items():
@@ -82,8 +82,6 @@ def test_models_lists_ready_missing_and_planned_models(client, demo_root):
     word = listing["stage2_rnn_lstm/lstm_word"]  # never trained here: the command that makes it is shown
     assert word["status"] == "missing" and word["checkpoint"] is None
     assert "cd stage2_rnn_lstm && python train.py --model_type lstm --vocab_type word" in word["error"]
-    for planned in ("stage5_gpt/gpt_classify", "stage5_gpt/gpt_translate"):
-        assert listing[planned]["status"] == "planned" and "not yet available" in listing[planned]["error"]
     assert {m["task"] for m in listing.values()} == set(TASKS)
 
 
@@ -114,6 +112,8 @@ def test_classify_gives_the_probabilities_of_the_stages_own_command_line(client,
             ["--checkpoint", str(paths["classify"]["stage1_mlp/mlp"]), "--text", SENTENCE]),
         "stage4_transformer/classifier": stage_cli("stage4_transformer", "classify")(
             ["evaluate", "--checkpoint", str(paths["classify"]["stage4_transformer/classifier"]), "--text", SENTENCE]),
+        "stage5_gpt/gpt_classify": stage_cli("stage5_gpt", "finetune")(
+            ["evaluate", "--checkpoint", str(paths["classify"]["stage5_gpt/gpt_classify"]), "--text", SENTENCE]),
     }
     for model_id, cli in expected.items():
         r = client.post("/api/classify", json={"model": model_id, "text": SENTENCE})
@@ -169,6 +169,14 @@ def test_translate_gives_the_stages_translation_and_its_attention_map(client, de
         assert a.shape == (len(d["tgt_tokens"]), len(d["src_tokens"])) == attn.shape, model_id
         assert torch.allclose(a, attn.float(), atol=1e-4), model_id
         assert torch.allclose(a.sum(1), torch.ones(len(a)), atol=1e-3)  # each output token's weights sum to 1
+    s5 = stage_cli("stage5_gpt", "finetune")(  # its checkpoint was trained with --beam_size 1
+        ["evaluate", "--checkpoint", str(paths["translate"]["stage5_gpt/gpt_translate"]), "--text", ENGLISH])
+    d = client.post("/api/translate", json={"model": "stage5_gpt/gpt_translate", "text": ENGLISH,
+                                            "beam_size": 1}).json()
+    assert d["translation"] == s5["translation"]
+    a = torch.tensor(d["attention"])  # the last layer's self-attention from each French token to the prompt
+    assert a.shape == (len(d["tgt_tokens"]), len(d["src_tokens"])) and len(d["src_tokens"]) > len(ENGLISH.split())
+    assert bool((a.sum(1) <= 1 + 1e-4).all()) and bool((a >= 0).all())  # a share of each row (the rest: French)
     beam = client.post("/api/translate", json={"model": "stage3_attention_seq2seq/attention", "text": ENGLISH})
     assert beam.status_code == 200 and beam.json()["translation"]  # the default: beam search (5)
 
@@ -191,8 +199,8 @@ def test_compare_runs_every_model_of_a_task_with_its_time(client):
                 assert {k: alone[k] for k in row["result"]} == row["result"]
             else:
                 assert m["command"] in row["error"] and row["ms"] is None, row
-    planned = client.post("/api/compare", json={"task": "classify", "text": SENTENCE}).json()["results"][-1]
-    assert planned["model"] == "stage5_gpt/gpt_classify" and planned["kind"] == "not_available"
+    gpt = client.post("/api/compare", json={"task": "classify", "text": SENTENCE}).json()["results"][-1]
+    assert gpt["model"] == "stage5_gpt/gpt_classify" and gpt["ok"] and gpt["ms"] > 0
 
 
 # ----- bad input, missing and broken checkpoints -------------------------------------------------------------
@@ -218,7 +226,7 @@ def test_bad_input_is_a_4xx_with_one_clear_message_and_the_server_keeps_answerin
         ("/api/translate", {"model": "stage3_attention_seq2seq/attention", "text": ENGLISH, "beam_size": 99}, 422,
          "beam_size: Input should be less than or equal to 8"),
         ("/api/compare", {"task": "dance", "text": SENTENCE}, 422, "task: Input should be"),
-        ("/api/translate", {"model": "stage5_gpt/gpt_translate", "text": ENGLISH}, 501, "not yet available"),
+        ("/api/translate", {"model": "stage5_gpt/gpt_translate", "text": "   "}, 400, "empty"),
     ]
     for url, body, status, message in cases:
         r = client.post(url, json=body)
