@@ -37,7 +37,11 @@ def test_notebook_runs_and_its_prose_matches_its_numbers(tmp_path, monkeypatch):
     prose = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     figures = sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
-    assert figures == 6  # loss curve, two attention figures, position similarity, embeddings, cache timing
+    ft = re.findall(r"^(ft_imdb_\w+): (待复现|test accuracy ([\d.]+))", text, re.M)
+    assert [f[0] for f in ft] == ["ft_imdb_full", "ft_imdb_scratch", "ft_imdb_head", "ft_imdb_lora"]
+    published = [f for f in ft if f[2]]
+    # loss curve, two attention figures, position similarity, embeddings, cache timing (+ fine-tuning, when published)
+    assert figures == 6 + bool(published)
 
     # the prose describes the code
     assert PRESETS["nano"] == dict(n_layer=4, n_head=4, n_embd=128, block_size=64)
@@ -106,6 +110,17 @@ def test_notebook_runs_and_its_prose_matches_its_numbers(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     assert f"--- temperature 0.0 ---\n{greedy}\n" in text
     assert len(re.findall(r"\n--- temperature [^\n]* ---\n", text)) == 6
+
+    # section 7: the fine-tuning numbers are the published result files
+    reported = Path(__file__).resolve().parents[2] / "results" / "reported" / "stage5_gpt"
+    files = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(reported.glob("*.json"))]
+    for name, _, acc in published:
+        mode, init = {"ft_imdb_full": ("full", "pretrained"), "ft_imdb_scratch": ("full", "scratch"),
+                      "ft_imdb_head": ("head", "pretrained"), "ft_imdb_lora": ("lora", "pretrained")}[name]
+        rec = [r for r in files if r.get("task") == "classification" and r.get("dataset") == "imdb"
+               and (r.get("mode"), r.get("init")) == (mode, init)][-1]
+        assert acc == f"{rec['metrics']['accuracy']:.4f}", name
+    assert "待复现" in prose and "这里不训练" in prose
 
     # section 6: measured; identical tokens; the uncached run does n(n+1)/2 positions; the gap grows with n
     rows = re.findall(r"(\d+) new tokens \| positions run: cache +(\d+), no cache +(\d+) \| KV cache +([\d.]+) ms \| "
