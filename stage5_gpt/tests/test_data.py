@@ -126,6 +126,28 @@ def test_imdb_text_ends_every_review_with_endoftext(tmp_path):
     assert sorted(train_texts + texts) == sorted(reviews)  # every review in exactly one split
 
 
+def test_imdb_wikitext2_joins_both_train_texts_and_never_a_test_text(tmp_path):
+    (tmp_path / "imdb").mkdir()
+    (tmp_path / "wikitext2").mkdir()
+    reviews = [f"Review {i} says the film was {'great' if i % 2 else 'awful'}." for i in range(40)]
+    with gzip.open(tmp_path / "imdb" / "train.jsonl.gz", "wt", encoding="utf-8") as f:
+        for i, r in enumerate(reviews):
+            f.write(json.dumps({"text": r, "label": i % 2}) + "\n")
+    wiki = {"train": " = Train article = \n words of the train file \n" * 20, "valid": " = Valid article = \n",
+            "test": " = SECRET TEST = \n"}
+    for split, text in wiki.items():
+        (tmp_path / "wikitext2" / f"wiki.{split}.tokens").write_text(text, encoding="utf-8")
+    out = prepare_dataset("imdb_wikitext2", out_dir=tmp_path / "out", data_dir=tmp_path, vocab_size=300)
+    meta = load_meta(out)
+    tok = tokenizer_from_dict(meta["tokenizer"])
+    assert set(meta["splits"]) == {"train", "val"}  # no test split: the test texts are kept for evaluation
+    assert meta["splits"]["train"]["documents"] == 38 + 1 and meta["splits"]["val"]["documents"] == 2 + 1
+    train, val = tok.decode(load_split(out, "train")), tok.decode(load_split(out, "val"))
+    assert wiki["train"] + EOT in train and wiki["valid"] + EOT in val
+    assert "SECRET" not in train + val and "wiki.test.tokens" not in meta["source_sha256"]
+    assert sorted(train.split(EOT)[:-1] + val.split(EOT)[:-1]) == sorted(reviews + [wiki["train"], wiki["valid"]])
+
+
 def test_truncated_or_mismatched_bin_and_bad_meta_are_one_line_errors(char_dir, tmp_path):
     import shutil
 
