@@ -68,3 +68,29 @@ def describe_device(device: torch.device) -> str:
         pass
     import platform
     return f"cpu: {name or platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def threads_flag(argv: list[str]) -> int:
+    """The value of ``--threads N`` / ``--threads=N`` in ``argv`` (0 when absent or not a number), read before
+    argparse so that a CLI with subcommands can set torch's thread count once around all of them."""
+    for i, a in enumerate(argv):
+        value = a.split("=", 1)[1] if a.startswith("--threads=") else (
+            argv[i + 1] if a == "--threads" and i + 1 < len(argv) else None)
+        if value is not None:
+            try:
+                return max(0, int(value))
+            except ValueError:
+                return 0
+    return 0
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """``torch.set_num_threads(n)`` inside the block (0 = leave it), restored after it (tests run CLIs in-process)."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -54,7 +54,7 @@ from scripts.config import (  # noqa: E402
     resume_config,
 )
 from scripts.data import sha256_files  # noqa: E402
-from scripts.device import describe_device  # noqa: E402
+from scripts.device import describe_device, threads_flag, torch_threads  # noqa: E402
 from scripts.flags import DEFAULT_SEED, HELP, add_checkpoint_arg, check_non_negative, shared  # noqa: E402
 from scripts.interrupt import StopRequest  # noqa: E402
 from scripts.log import RunLogger, progress  # noqa: E402
@@ -597,26 +597,8 @@ def main(argv=None):
         mode, argv = "evaluate", [a for a in argv if a != "--evaluate_only"]
     if mode == "train":
         argv = expand_preset(argv)
-    threads = _threads_flag(argv)
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads_flag(argv)):
         return evaluate(argv) if mode == "evaluate" else train(argv)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _threads_flag(argv: list[str]) -> int:
-    for i, a in enumerate(argv):
-        value = a.split("=", 1)[1] if a.startswith("--threads=") else (
-            argv[i + 1] if a == "--threads" and i + 1 < len(argv) else None)
-        if value is not None:
-            try:
-                return max(0, int(value))
-            except ValueError:
-                return 0
-    return 0
 
 
 if __name__ == "__main__":

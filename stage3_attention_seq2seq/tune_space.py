@@ -2,11 +2,8 @@
 
     python tune_space.py        # prints the space as JSON: what scripts/tune.py reads
 
-Every name is a flag of train.py, with its range and its default (train.py's own default: the study's trial 0,
-so "better than the default" is measured in the same study, on the same budget). ``metric`` is the validation
-field of train.py's ``eval | ...`` lines (reported after every evaluation, for pruning); ``result_metric`` is the
-same quantity in its ``RESULT`` line (the best checkpoint on validation; never the test split).
-This file imports nothing from the stage, so reading it costs no torch import.
+The fields (flags of train.py with ranges and defaults, the metric and its direction) are described in
+docs/CONTRIBUTING.md; the file imports nothing, so reading it costs no torch import.
 """
 import json
 

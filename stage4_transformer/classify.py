@@ -39,7 +39,7 @@ from scripts.checkpoint import load_checkpoint, save_checkpoint
 from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args, explicit_flags, resume_config
 from scripts.data import sha256_files
-from scripts.device import describe_device
+from scripts.device import describe_device, threads_flag, torch_threads
 from scripts.flags import DEFAULT_SEED, HELP, add_checkpoint_arg, check_non_negative, shared
 from scripts.interrupt import StopRequest
 from scripts.log import RunLogger, progress
@@ -566,26 +566,8 @@ def main(argv=None):
         mode, argv = "evaluate", [a for a in argv if a != "--evaluate_only"]
     if mode == "train":
         argv = expand_preset(argv)
-    threads = _threads_flag(argv)
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads_flag(argv)):
         return evaluate(argv) if mode == "evaluate" else train(argv)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _threads_flag(argv: list[str]) -> int:
-    for i, a in enumerate(argv):
-        value = a.split("=", 1)[1] if a.startswith("--threads=") else (
-            argv[i + 1] if a == "--threads" and i + 1 < len(argv) else None)
-        if value is not None:
-            try:
-                return max(0, int(value))
-            except ValueError:
-                return 0
-    return 0
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from scripts.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args, explicit_flags, resume_config
 from scripts.data import sha256_files
-from scripts.device import DTYPES, autocast, describe_device
+from scripts.device import DTYPES, autocast, describe_device, threads_flag, torch_threads
 from scripts.flags import DEFAULT_SEED, add_checkpoint_arg, check_non_negative, shared
 from scripts.interrupt import StopRequest
 from scripts.log import RunLogger, progress
@@ -790,19 +790,8 @@ def main(argv=None):
     mode = "train"
     if argv and argv[0] in ("train", "evaluate"):
         mode, argv = argv[0], argv[1:]
-    threads = 0
-    if "--threads" in argv and argv.index("--threads") + 1 < len(argv):
-        try:
-            threads = max(0, int(argv[argv.index("--threads") + 1]))
-        except ValueError:
-            threads = 0
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads_flag(argv)):
         return evaluate(argv) if mode == "evaluate" else train(argv)
-    finally:
-        torch.set_num_threads(previous)
 
 
 if __name__ == "__main__":
