@@ -86,6 +86,7 @@ def demo_root(tmp_path_factory):
     mp.setenv("MY_LLM_RESULTS", str(root / "results"))
     mp.setenv("TQDM_DISABLE", "1")
     mp.setenv("OMP_NUM_THREADS", "1")
+    mp.delenv("MY_LLM_DATA", raising=False)  # the bundled data, as after the quick start on a fresh clone
     torch.set_num_threads(1)
     cwd = os.getcwd()
     try:

@@ -23,6 +23,17 @@ from stage5_gpt.utils.data import prepare_dataset
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def bundled_data():
+    """The data bundled in the repository (stage 1's IMDb sample, Multi30k), as on a fresh clone, also in CI where
+    $MY_LLM_DATA points at the full copies: small and the same everywhere (the sample has no test split, so the
+    classifiers are scored on validation)."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MY_LLM_DATA", raising=False)
+    yield
+    mp.undo()
+
+
 def tiny_gpt(seed=0, **kw) -> GPT:
     torch.manual_seed(seed)
     cfg = dict(vocab_size=50, block_size=24, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
