@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # `python scripts/compare.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts import REPO_ROOT
-from scripts.report import STAGE_NAMES, fmt_params, fmt_time, load_results, markdown_files
+from scripts.report import STAGE_NAMES, fmt_params, fmt_time, load_results, rewrite_blocks
 
 BLOCK = re.compile(r"(<!-- BEGIN COMPARE table=(?P<table>\w+) -->\n)(?P<body>.*?)(<!-- END COMPARE -->)", re.S)
 TABLES = ("classification", "translation", "lm", "parallelism", "timeline")
@@ -488,20 +488,9 @@ def main(argv=None) -> int:
     p.add_argument("--no_plot", action="store_true", help="skip docs/figures/compare_<table>.png")
     args = p.parse_args(argv)
     results = load_results(args.root)
-    stale = []
-    for f in markdown_files(args.root):
-        text = f.read_text(encoding="utf-8")
-        new = update_text(text, results)
-        if new != text:
-            stale.append(f)
-            if not args.check:
-                f.write_text(new, encoding="utf-8")
+    stale = rewrite_blocks(args.root, lambda text: update_text(text, results), args.check, "python scripts/compare.py")
     if args.check:
-        for f in stale:
-            print(f"out of date: {f.relative_to(args.root)} (run python scripts/compare.py)")
         return 1 if stale else 0
-    for f in stale:
-        print(f"updated {f.relative_to(args.root)}")
     if not args.no_plot:
         for table in FIGURES:
             fig = plot(table, results, args.root / "docs" / "figures" / f"compare_{table}.png")

@@ -118,6 +118,22 @@ def markdown_files(root: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
+def rewrite_blocks(root: Path, update, check: bool, command: str) -> list[Path]:
+    """Apply ``update(text) -> text`` to every markdown file of the repo; the files it changes are stale. ``check``:
+    report them ("out of date ... run <command>"), otherwise rewrite and list them. Returns the stale files."""
+    stale = []
+    for f in markdown_files(root):
+        text = f.read_text(encoding="utf-8")
+        new = update(text)
+        if new != text:
+            stale.append(f)
+            if not check:
+                f.write_text(new, encoding="utf-8")
+    for f in stale:
+        print(f"out of date: {f.relative_to(root)} (run {command})" if check else f"updated {f.relative_to(root)}")
+    return stale
+
+
 def load_measurements(root: Path) -> list[dict]:
     """The newest measurement of each README command (``results/reported/commands/*.json``)."""
     newest: dict[str, dict] = {}
@@ -300,20 +316,10 @@ def main(argv=None) -> int:
             return 2
         return 0
     results, measurements = load_results(args.root), load_measurements(args.root)
-    stale = []
-    for f in markdown_files(args.root):
-        text = f.read_text(encoding="utf-8")
-        new = update_text(text, results, measurements)
-        if new != text:
-            stale.append(f)
-            if not args.check:
-                f.write_text(new, encoding="utf-8")
+    stale = rewrite_blocks(args.root, lambda text: update_text(text, results, measurements), args.check,
+                           "python scripts/report.py")
     if args.check:
-        for f in stale:
-            print(f"out of date: {f.relative_to(args.root)} (run python scripts/report.py)")
         return 1 if stale else 0
-    for f in stale:
-        print(f"updated {f.relative_to(args.root)}")
     if not args.no_plot and (fig := plot(results, args.root / "docs" / "figures" / "results.png")):
         print(f"wrote {fig.relative_to(args.root)}")
     print(f"{len(results)} result files")
