@@ -75,12 +75,15 @@ ROWS = [
     Row("classification", "transformer_imdb", "Transformer 编码器", "IMDb 测试集", "stage4_transformer", IMDB,
         "cd stage4_transformer && python benchmark.py classify --report"),
     *[Row("classification", f"gpt_{key}_imdb", label, "IMDb 测试集", "stage5_gpt",
-          dict(IMDB, mode=mode, init=init), "cd stage5_gpt && python benchmark.py pretrain --report && "
+          dict(IMDB, mode=mode, init=init, truncation=lambda v, n=key: str(v).startswith(
+              "512 " if n.startswith("long") else "256 ")), "cd stage5_gpt && python benchmark.py pretrain --report && "
           f"python benchmark.py ft_imdb_{key} --report")
       for key, mode, init, label in (("full", "full", "pretrained", "GPT（预训练 + 全部微调）"),
                                      ("scratch", "full", "scratch", "GPT（同一结构，从零训练）"),
                                      ("head", "head", "pretrained", "GPT（预训练，只训练分类头）"),
-                                     ("lora", "lora", "pretrained", "GPT（预训练 + LoRA）"))],
+                                     ("lora", "lora", "pretrained", "GPT（预训练 + LoRA）"),
+                                     ("long", "full", "pretrained", "GPT（预训练 + 全部微调，512 词元）"),
+                                     ("long_scratch", "full", "scratch", "GPT（同一结构从零训练，512 词元）"))],
     Row("classification", "mlp_ag", "MLP（bigram TF-IDF）", AG_GROUP, "stage1_mlp", AG_CV,
         "cd stage1_mlp && python benchmark.py --only ag_news_cv --report", STAGE1_SPEED),
     Row("classification", "lstm_ag", "LSTM", AG_GROUP, "stage2_rnn_lstm", AG_CV,
@@ -89,11 +92,9 @@ ROWS = [
     Row("classification", "transformer_ag", "Transformer 编码器", AG_GROUP,
         "stage4_transformer", AG_CV, "cd stage4_transformer && python benchmark.py classify --report" + AG_CV_S4),
     Row("classification", "gpt_full_ag", "GPT（预训练 + 全部微调）", AG_GROUP, "stage5_gpt",
-        dict(AG_CV, mode="full", init="pretrained"), "cd stage5_gpt && python benchmark.py ft_imdb_full --report "
-        "--extra --dataset ag_news --protocol ag_news_test_cv"),
+        dict(AG_CV, mode="full", init="pretrained"), "cd stage5_gpt && python benchmark.py ft_ag_full --report"),
     Row("classification", "gpt_scratch_ag", "GPT（同一结构，从零训练）", AG_GROUP, "stage5_gpt",
-        dict(AG_CV, mode="full", init="scratch"), "cd stage5_gpt && python benchmark.py ft_imdb_scratch --report "
-        "--extra --dataset ag_news --protocol ag_news_test_cv"),
+        dict(AG_CV, mode="full", init="scratch"), "cd stage5_gpt && python benchmark.py ft_ag_scratch --report"),
     # translation: Multi30k en->fr, test_2016_flickr, beam 5
     *[Row("translation", f"s3_{att}", label, "Multi30k 英→法 test_2016_flickr", "stage3_attention_seq2seq",
           {"task": "translation", "dataset": "multi30k", "split": "test_2016_flickr", "attention_type": want},

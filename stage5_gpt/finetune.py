@@ -96,7 +96,8 @@ class FinetuneConfig:
                                                                 "the AG News test split; not the official figure)"})
     fold: int = field(default=0, metadata={"help": "held-out fold 0..4 of --protocol ag_news_test_cv"})
     val_fraction: float = field(default=0.05, metadata={"help": "share of each class held out for validation"})
-    max_len: int = field(default=256, metadata={"help": "tokens per text, incl. <|endoftext|> (<= the context)"})
+    max_len: int = field(default=256, metadata={"help": "tokens per text, incl. <|endoftext|> (<= the context; "
+                                                         "longer extends a RoPE model's context, classify only)"})
     truncation: str = field(default="head_tail", metadata={"choices": list(td.TRUNCATIONS),
                                                            "help": "which tokens of a longer text are kept"})
     mix: str = field(default="classify=1,translate=1,lm=1", metadata={
@@ -424,7 +425,13 @@ def load_pretrained(cfg: FinetuneConfig) -> tuple[GPTConfig, dict | None, object
         raise UserError(f"{path} has a {tok.kind} tokenizer without <|endoftext|>: fine-tuning needs a byte-level BPE "
                         f"checkpoint (e.g. python benchmark.py pretrain)")
     if cfg.max_len > gcfg.block_size:
-        raise UserError(f"--max_len {cfg.max_len} is longer than the context of {path} ({gcfg.block_size} tokens)")
+        if gcfg.pos != "rope" or cfg.task != "classify":
+            raise UserError(f"--max_len {cfg.max_len} is longer than the context of {path} ({gcfg.block_size} "
+                            f"tokens; only a RoPE model can classify longer texts)")
+        # RoPE has no position table: q_m . k_n depends on m - n only, so the same weights run on longer texts
+        # (positions < block_size are rotated exactly as in pre-training; the fine-tuning learns the longer
+        # distances). A learned table has no row for position block_size and refuses above.
+        gcfg = dataclasses.replace(gcfg, block_size=cfg.max_len)
     gcfg = dataclasses.replace(gcfg, dropout=cfg.dropout)
     state = None if cfg.init_from == "scratch" else clean_state_dict(ckpt["model"])
     return gcfg, state, tok, ckpt
@@ -695,7 +702,8 @@ def final_result(cfg, tasks, argv, step, wall, budget, warmup, history, resumed_
     extra = {}
     if cfg.task == "classify":
         extra = {k: v for k, v in scored["classify"].items() if k not in ("metrics", "split")}
-        extra.update(protocol=cfg.protocol, truncation=f"{cfg.max_len} BPE tokens ({cfg.truncation})")
+        extra.update(protocol=cfg.protocol, truncation=f"{cfg.max_len} BPE tokens ({cfg.truncation})",
+                     pretrained_context=pre_ckpt["config"]["model"]["block_size"])
         if cfg.protocol == "ag_news_test_cv":
             extra.update(fold=cfg.fold, protocol_note=textclass.CV_NOTE)
     elif cfg.task == "translate":

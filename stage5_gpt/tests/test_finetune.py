@@ -140,6 +140,18 @@ def sequence_logprob(gpt, prompt, out, eot):
     return float(sum(logp[len(prompt) - 1 + i, t] for i, t in enumerate(out + [eot])))
 
 
+def test_a_longer_rope_context_changes_nothing_within_the_old_one():
+    """--max_len above the context rebuilds a RoPE model with a longer block_size and the same weights: on texts
+    that fit the old context every hidden state is unchanged (the rotation of position m does not depend on the
+    context length; position interpolation would fail this), and longer texts run."""
+    short = tiny_gpt(pos="rope")
+    long = GPT(dataclasses.replace(short.config, block_size=2 * short.config.block_size))
+    long.load_state_dict(short.state_dict())
+    x = torch.randint(0, 50, (2, short.config.block_size))
+    torch.testing.assert_close(long.hidden_states(x), short.hidden_states(x), rtol=0, atol=1e-6)
+    assert long.hidden_states(torch.randint(0, 50, (1, 2 * short.config.block_size))).shape == (1, 48, 16)
+
+
 def test_beam_search_of_one_is_greedy_and_a_wider_beam_scores_at_least_as_well():
     gpt = tiny_gpt(seed=3)
     for prompt in ([4, 9, 2], [7], [1, 2, 3, 4, 5]):
@@ -236,6 +248,21 @@ def test_finetune_translate_and_multitask_end_to_end(pretrained):
         finetune.run_text(model, tok, info, cfg, "summarise: A dog runs.")
 
 
+def test_finetune_classifies_past_the_context_of_a_rope_model(pretrained):
+    rec = train_mod.main(["--dataset", "imdb_text", "--prepared_dir", str(pretrained["prepared"]), "--n_layer", "1",
+                          "--n_head", "2", "--n_embd", "16", "--block_size", "32", "--pos", "rope", "--batch_size",
+                          "2", "--eval_iters", "1", "--max_steps", "2", "--eval_every", "2", "--peak_flops", "1e11",
+                          "--threads", "1", "--out_dir", str(pretrained["root"] / "rope"),
+                          "--run_dir", str(pretrained["root"] / "rope_run")])
+    args = ft_args(pretrained, "rope_ft", "--max_steps", "2")
+    args[1] = args[3] = rec["checkpoint"]
+    r = finetune.main(args + ["--max_len", "96"])
+    assert r["model_config"]["block_size"] == 96 and r["pretrained_context"] == 32
+    assert r["truncation"] == "96 BPE tokens (head_tail)"
+    with pytest.raises(UserError, match="only a RoPE model can classify"):
+        finetune.main(args + ["--max_len", "96", "--task", "translate"])
+
+
 def test_task_of_step_follows_the_mix():
     picks = [td.task_of_step(0, s, ["a", "b"], [3.0, 1.0]) for s in range(2000)]
     assert 0.7 < picks.count("a") / 2000 < 0.8
@@ -246,8 +273,8 @@ def test_task_of_step_follows_the_mix():
 
 def test_bad_inputs_are_one_line_errors(pretrained, tmp_path):
     args = ft_args(pretrained, "bad", "--max_steps", "1")
-    with pytest.raises(UserError, match="longer than the context"):
-        finetune.main(args + ["--max_len", "500"])
+    with pytest.raises(UserError, match="longer than the context .* only a RoPE model"):
+        finetune.main(args + ["--max_len", "500"])  # the fixture's model has a learned position table
     with pytest.raises(UserError, match="rank"):
         finetune.main(args + ["--mode", "lora", "--lora_rank", "0"])
     with pytest.raises(UserError, match="larger than the layer"):
