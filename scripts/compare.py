@@ -31,7 +31,7 @@ from scripts import REPO_ROOT
 from scripts.report import STAGE_NAMES, fmt_params, fmt_time, load_results, rewrite_blocks
 
 BLOCK = re.compile(r"(<!-- BEGIN COMPARE table=(?P<table>\w+) -->\n)(?P<body>.*?)(<!-- END COMPARE -->)", re.S)
-TABLES = ("classification", "translation", "lm", "parallelism", "timeline")
+TABLES = ("classification", "translation", "lm", "multitask", "parallelism", "timeline")
 FIGURES = ("classification", "translation", "lm", "parallelism")
 
 CLASSIFY_TASKS = ("classification", "classify")  # stage 1 and 4 write "classification"
@@ -108,6 +108,16 @@ ROWS = [
     Row("translation", "s5_gpt", "GPT（仅解码器）", "Multi30k 英→法 test_2016_flickr", "stage5_gpt",
         {"task": "translation", "dataset": "multi30k", "split": "test_2016_flickr"},
         "cd stage5_gpt && python benchmark.py pretrain --report && python benchmark.py ft_translate --report"),
+    # multi-task: one fine-tuned GPT per task vs the one model of finetune.py --task multitask (issue 15: every task
+    # within 2 points of its single-task model); the multi-task file holds every task's metric as "<task>/<metric>"
+    Row("multitask", "mt_model", "多任务模型", "", "stage5_gpt", {"task": "multitask"},
+        "cd stage5_gpt && python benchmark.py ft_multitask --report"),
+    Row("multitask", "mt_classify", "IMDb 测试集准确率", "", "stage5_gpt",
+        dict(IMDB, mode="full", init="pretrained", truncation=lambda v: str(v).startswith("256 ")),
+        "cd stage5_gpt && python benchmark.py ft_imdb_full --report"),
+    Row("multitask", "mt_translate", "Multi30k test_2016_flickr BLEU（束宽 5）", "", "stage5_gpt",
+        {"task": "translation", "dataset": "multi30k", "split": "test_2016_flickr"},
+        "cd stage5_gpt && python benchmark.py ft_translate --report"),
     # language modelling: the same text and split, LSTM vs GPT
     Row("lm", "lstm_char", "LSTM 2x512（字符级）", "tiny Shakespeare 验证集", "stage2_rnn_lstm",
         {"task": "language_modeling", "dataset": "tinyshakespeare", "split": "val"},
@@ -409,7 +419,49 @@ def render_timeline(results: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+MT_TOLERANCE = 2.0  # points of accuracy (in %) or BLEU
+MT_TASKS = {"mt_classify": ("classify/accuracy", "metrics.accuracy", 100.0),
+            "mt_translate": ("translate/test_2016_flickr/bleu", "metrics.bleu", 1.0)}
+
+
+def render_multitask(results: list[dict]) -> str:
+    """Each task of the multi-task model beside its single-task model, the difference and the 2-point target."""
+    rows = {r.id: r for r in rows_of("multitask")}
+    multi = select(results, rows["mt_model"])
+    foot: list[dict] = []  # the files cited, in order
+
+    def cite(rec: dict, text: str) -> str:
+        if not any(r is rec for r in foot):
+            foot.append(rec)
+        return f"{text} [{next(i for i, r in enumerate(foot, 1) if r is rec)}]"
+
+    out = ["| 任务与指标 | 单任务模型 | 多任务模型 | 差（多任务 − 单任务） | 目标：相差不超过 2 个点 |",
+           "|---|---|---|---|---|"]
+    pending = [] if multi else [rows["mt_model"].pending]
+    for rid, (multi_key, single_key, scale) in MT_TASKS.items():
+        single = select(results, rows[rid])
+        if single is None:
+            pending.append(rows[rid].pending)
+        s, m = get(single or {}, single_key), get(multi or {}, "metrics." + multi_key)
+        cells = [cite(rec, f"{scale * v:.2f}") if v is not None else ("待复现" if rec is None else "—")
+                 for rec, v in ((single, s), (multi, m))]
+        if s is None or m is None:
+            diff = verdict = "待复现"
+        else:
+            d = scale * (m - s)
+            diff, verdict = f"{d:+.2f}", ("达到" if d >= -MT_TOLERANCE else "未达到")
+        out.append(f"| {rows[rid].label} | {cells[0]} | {cells[1]} | {diff} | {verdict} |")
+    if multi is not None and (lm := get(multi, "metrics.lm/val_loss")) is not None:
+        out.append(f"| 语言模型任务的验证损失（nats/词元，预训练语料） | — | {cite(multi, f'{lm:.3f}')} | — | — |")
+    out += [""] + [f"{i}. {rec.get('model')}：{provenance(rec)}" for i, rec in enumerate(foot, 1)]
+    if pending:
+        out += ["", "待复现的命令：", ""] + [f"{n}. `{cmd}`" for n, cmd in enumerate(dict.fromkeys(pending), 1)]
+    return "\n".join(out) + "\n"
+
+
 def render(table: str, results: list[dict]) -> str:
+    if table == "multitask":
+        return render_multitask(results)
     if table in COLUMNS:
         return render_metric_table(table, results)
     if table == "parallelism":

@@ -15,11 +15,11 @@ def _root(tmp_path):
     return tmp_path
 
 
-def _report(root, stage, task, dataset, split, metrics, **extra):
+def _report(root, stage, task, dataset, split, metrics, tag="", **extra):
     rec = make_result(stage, task, dataset, split, metrics, params=123_456, train_wall_s=61.0, device="cpu: test",
                       seed=7, data_sha256="ab" * 32, command=f"cd {stage} && python fake.py", **extra)
     out = root / "results" / "reported" / stage
-    return write_result(rec, name=f"{task}_{dataset}_{split}", out_dir=out, echo=False)
+    return write_result(rec, name=f"{task}_{dataset}_{split}{tag}", out_dir=out, echo=False)
 
 
 def _row(text: str, label: str, group: str = "") -> str:
@@ -72,13 +72,37 @@ def test_a_reported_file_renders_its_numbers_and_names_missing_fields(tmp_path):
 def test_stage5_rows_tell_pretrained_from_scratch(tmp_path):
     root = _root(tmp_path)
     _report(root, "stage5_gpt", "classification", "imdb", "test", {"accuracy": 0.9111, "macro_f1": 0.91},
-            protocol="standard", mode="lora", init="pretrained", trainable_params=12345)
+            protocol="standard", mode="lora", init="pretrained", trainable_params=12345,
+            truncation="256 BPE tokens (head_tail)")
+    _report(root, "stage5_gpt", "classification", "imdb", "test", {"accuracy": 0.9222}, protocol="standard",
+            mode="full", init="pretrained", truncation="512 BPE tokens (head_tail)", tag="_512")
     compare.main(["--root", str(root), "--no_plot"])
     text = (root / "README.md").read_text(encoding="utf-8")
     assert "91.11%" in _row(text, "GPT（预训练 + LoRA）", "IMDb")
     assert "| 0.12M | 12.3K |" in _row(text, "GPT（预训练 + LoRA）", "IMDb")  # all parameters, then the trained ones
-    for other in ("GPT（预训练 + 全部微调）", "GPT（同一结构，从零训练）", "GPT（预训练，只训练分类头）"):
+    assert "92.22%" in _row(text, "GPT（预训练 + 全部微调，512 词元）", "IMDb")  # 512 tokens per review: its own row
+    for other in ("GPT（预训练 + 全部微调）", "GPT（同一结构，从零训练）", "GPT（预训练，只训练分类头）",
+                  "GPT（同一结构从零训练，512 词元）"):
         assert "待复现" in _row(text, other, "IMDb")
+
+
+def test_multitask_table_sets_each_task_beside_its_single_task_model(tmp_path):
+    root = _root(tmp_path)
+    compare.main(["--root", str(root), "--no_plot"])
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert "| 待复现 | 待复现 | 待复现 | 待复现 |" in _row(text, "IMDb 测试集准确率")
+    assert "`cd stage5_gpt && python benchmark.py ft_multitask --report`" in text
+    _report(root, "stage5_gpt", "classification", "imdb", "test", {"accuracy": 0.88}, protocol="standard",
+            mode="full", init="pretrained", truncation="256 BPE tokens (head_tail)", model="single classify")
+    _report(root, "stage5_gpt", "translation", "multi30k", "test_2016_flickr", {"bleu": 40.0}, model="single mt")
+    _report(root, "stage5_gpt", "multitask", "imdb+multi30k", "test", {"classify/accuracy": 0.8650,
+            "translate/test_2016_flickr/bleu": 37.5, "translate/bleu": 99.0, "lm/val_loss": 4.25}, model="multi")
+    compare.main(["--root", str(root), "--no_plot"])
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert "| 88.00 [1] | 86.50 [2] | -1.50 | 达到 |" in _row(text, "IMDb 测试集准确率")
+    assert "| 40.00 [3] | 37.50 [2] | -2.50 | 未达到 |" in _row(text, "Multi30k test_2016_flickr BLEU（束宽 5）")
+    assert "| — | 4.250 [2] | — | — |" in _row(text, "语言模型任务的验证损失（nats/词元，预训练语料）")
+    assert "2. multi：" in text and "ft_multitask --report`" not in text
 
 
 def test_steptime_times_each_length_against_the_reference_and_the_table_shows_it(tmp_path):
