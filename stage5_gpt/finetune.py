@@ -9,6 +9,7 @@
     python finetune.py --task multitask --mix classify=1,translate=1,lm=1 --max_steps 2000
     python finetune.py --resume --out_dir checkpoints/finetune_classify_full   # continue exactly
     python finetune.py evaluate --checkpoint checkpoints/finetune_classify_full/best_finetune.pt --text "Great."
+    python finetune.py forgetting PRETRAINED.pt FINETUNED.pt ...          # the pre-training loss after fine-tuning
 
 The model (``models/tasks.py``): the pre-trained GPT of ``--init_from`` (a ``train.py`` checkpoint; by default
 ``checkpoints/bench_pretrain/best_gpt.pt``, IMDb train reviews + WikiText-2, written by ``benchmark.py pretrain``)
@@ -793,13 +794,77 @@ def evaluate(argv: list[str]) -> dict:
     return out
 
 
+# ----- forgetting: the pre-training objective after fine-tuning ---------------------------------------------
+
+def forgetting_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="finetune.py forgetting", formatter_class=HelpFormatter,
+                                description="Catastrophic forgetting, measured: the language-modelling loss on the "
+                                            "pre-training corpus's validation windows (the multi-task run's lm task) "
+                                            "of a pre-trained checkpoint and of models fine-tuned from it.")
+    p.add_argument("checkpoints", nargs="+", help="train.py and/or finetune.py checkpoints, the pre-trained one "
+                                                  "first")
+    p.add_argument("--lm_dataset", default="imdb_wikitext2", help="the prepared pre-training corpus (prepare.py)")
+    p.add_argument("--prepared_dir", default="", help="its folder (default data/prepared/<name>)")
+    p.add_argument("--batch_size", type=int, default=32, help="windows per batch (x %d batches)" % LM_EVAL_BATCHES)
+    p.add_argument("--dtype", choices=list(DTYPES), default="bfloat16", help="autocast precision")
+    p.add_argument("--data_dir", default="", help=shared("data_dir")["help"])
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    return p
+
+
+def load_any(path: str) -> tuple[TaskModel, object, dict, str]:
+    """``(model, tokenizer, its checkpoint, what it is)`` for a pre-trained or a fine-tuned checkpoint."""
+    if not Path(path).is_file():
+        raise UserError(f"{path} does not exist")
+    ckpt = load_checkpoint(path, kind=KIND)
+    if "finetune" in ckpt:
+        _, model, tok, info, ckpt = load_finetuned(path)
+        if info.get("lora"):
+            merge_lora(model)
+        return model, tok, ckpt, f"fine-tuned: {'+'.join(info.get('tasks', [info['task']]))}"
+    gpt = GPT(config_from_checkpoint(ckpt, path))
+    gpt.load_state_dict(clean_state_dict(ckpt["model"]))
+    return TaskModel(gpt).eval(), tokenizer_from_checkpoint(ckpt, path), ckpt, "pre-trained"
+
+
+def forgetting(argv: list[str]) -> dict:
+    args = forgetting_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    cfg = FinetuneConfig(lm_dataset=args.lm_dataset, prepared_dir=args.prepared_dir, batch_size=args.batch_size,
+                         dtype=args.dtype, data_dir=args.data_dir)
+    rows, lm, files = [], None, []
+    for path in args.checkpoints:
+        model, tok, ckpt, what = load_any(path)
+        if lm is None:  # the windows of the first checkpoint's context and tokenizer, for every model
+            lm = LMTask(cfg, tok, print, ckpt["config"]["model"]["block_size"], ckpt["vocab"]["tokenizer"])
+            files = lm.files
+        elif ckpt["vocab"]["tokenizer"] != rows[0]["_tokenizer"]:
+            raise UserError(f"{path} has another tokenizer than {rows[0]['checkpoint']}: its losses are not "
+                            f"comparable")
+        loss = lm.validate(model)["lm/val_loss"]
+        rows.append({"checkpoint": path, "kind": what, "lm_val_loss": loss, "_tokenizer": ckpt["vocab"]["tokenizer"]})
+        print(f"{loss:.4f} nats/token  {what:28s} {path}", flush=True)
+    base = rows[0]["lm_val_loss"]
+    for r in rows:
+        del r["_tokenizer"]
+        r["increase_over_first"] = r["lm_val_loss"] - base
+    record = make_result(KIND, "forgetting", args.lm_dataset, "val", {"lm_val_loss_first": base}, params=None,
+                         train_wall_s=None, device=describe_device(torch.device("cpu")), seed=0,
+                         data_sha256=sha256_files(files), models=rows, windows=LM_EVAL_BATCHES * args.batch_size,
+                         window_tokens=lm.block_size,
+                         reproduce_command=cd_prefix() + "python finetune.py forgetting " + " ".join(argv))
+    record["result_file"] = str(write_result(record, name=f"forgetting_{args.lm_dataset}"))
+    return record
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     mode = "train"
-    if argv and argv[0] in ("train", "evaluate"):
+    if argv and argv[0] in ("train", "evaluate", "forgetting"):
         mode, argv = argv[0], argv[1:]
     with torch_threads(threads_flag(argv)):
-        return evaluate(argv) if mode == "evaluate" else train(argv)
+        return {"evaluate": evaluate, "forgetting": forgetting, "train": train}[mode](argv)
 
 
 if __name__ == "__main__":

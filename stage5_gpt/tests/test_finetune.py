@@ -263,6 +263,35 @@ def test_finetune_classifies_past_the_context_of_a_rope_model(pretrained):
         finetune.main(args + ["--max_len", "96", "--task", "translate"])
 
 
+def test_forgetting_is_the_pretraining_loss_of_each_model(pretrained, char_data):
+    """finetune.py forgetting: the pre-training corpus's fixed validation windows, scored by the pre-trained model
+    and by one fine-tuned from it; the first number is recomputed here by hand from the same windows."""
+    ft = finetune.main(ft_args(pretrained, "forget", "--max_steps", "6", "--lr", "1e-2", "--warmup_steps", "1"))
+    flags = ["--lm_dataset", "imdb_text", "--prepared_dir", str(pretrained["prepared"]), "--batch_size", "2",
+             "--dtype", "float32", "--threads", "1"]
+    rec = finetune.main(["forgetting", pretrained["ckpt"], ft["checkpoint"], *flags])
+    first, tuned = rec["models"]
+    assert first["kind"] == "pre-trained" and tuned["kind"] == "fine-tuned: classify"
+    gpt = load_model(pretrained["ckpt"])[0].eval()
+    from stage5_gpt.utils.data import load_meta, load_split
+
+    val = load_split(pretrained["prepared"], "val", load_meta(pretrained["prepared"]))
+    with torch.no_grad():
+        by_hand = [float(gpt(*td.lm_batch(val, 2, gpt.config.block_size, 0, k))[1])
+                   for k in range(finetune.LM_EVAL_BATCHES)]
+    assert first["lm_val_loss"] == pytest.approx(sum(by_hand) / len(by_hand), abs=1e-5)
+    assert tuned["lm_val_loss"] != pytest.approx(first["lm_val_loss"], abs=1e-3)  # fine-tuning moved the trunk
+    assert tuned["increase_over_first"] == pytest.approx(tuned["lm_val_loss"] - first["lm_val_loss"])
+    with pytest.raises(UserError, match="does not exist"):
+        finetune.main(["forgetting", pretrained["ckpt"], "nope.pt", *flags])
+    char = train_mod.main(["--prepared_dir", str(char_data), "--n_layer", "1", "--n_head", "2", "--n_embd", "16",
+                           "--block_size", "64", "--batch_size", "2", "--eval_iters", "1", "--max_steps", "1",
+                           "--peak_flops", "1e11", "--out_dir", str(pretrained["root"] / "forget_char"),
+                           "--run_dir", str(pretrained["root"] / "forget_char_run")])
+    with pytest.raises(UserError, match="another tokenizer"):
+        finetune.main(["forgetting", pretrained["ckpt"], char["checkpoint"], *flags])
+
+
 def test_task_of_step_follows_the_mix():
     picks = [td.task_of_step(0, s, ["a", "b"], [3.0, 1.0]) for s in range(2000)]
     assert 0.7 < picks.count("a") / 2000 < 0.8
