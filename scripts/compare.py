@@ -31,7 +31,7 @@ from scripts import REPO_ROOT
 from scripts.report import STAGE_NAMES, fmt_params, fmt_time, load_results, rewrite_blocks
 
 BLOCK = re.compile(r"(<!-- BEGIN COMPARE table=(?P<table>\w+) -->\n)(?P<body>.*?)(<!-- END COMPARE -->)", re.S)
-TABLES = ("classification", "translation", "lm", "multitask", "parallelism", "timeline")
+TABLES = ("classification", "translation", "lm", "multitask", "forgetting", "parallelism", "timeline")
 FIGURES = ("classification", "translation", "lm", "parallelism")
 
 CLASSIFY_TASKS = ("classification", "classify")  # stage 1 and 4 write "classification"
@@ -118,6 +118,8 @@ ROWS = [
     Row("multitask", "mt_translate", "Multi30k test_2016_flickr BLEU（束宽 5）", "", "stage5_gpt",
         {"task": "translation", "dataset": "multi30k", "split": "test_2016_flickr"},
         "cd stage5_gpt && python benchmark.py ft_translate --report"),
+    Row("forgetting", "forgetting", "遗忘", "", "stage5_gpt", {"task": "forgetting"},
+        "cd stage5_gpt && python benchmark.py forgetting --report"),
     # language modelling: the same text and split, LSTM vs GPT
     Row("lm", "lstm_char", "LSTM 2x512（字符级）", "tiny Shakespeare 验证集", "stage2_rnn_lstm",
         {"task": "language_modeling", "dataset": "tinyshakespeare", "split": "val"},
@@ -459,7 +461,23 @@ def render_multitask(results: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_forgetting(results: list[dict]) -> str:
+    """The pre-training loss of the pre-trained model and of each model fine-tuned from it (same windows)."""
+    row = rows_of("forgetting")[0]
+    rec = select(results, row)
+    if rec is None:
+        return f"待复现：`{row.pending}`\n"
+    out = ["| 模型（检查点） | 是什么 | 预训练语料验证损失（nats/词元） | 比预训练模型高 |", "|---|---|---|---|"]
+    for m in rec.get("models") or []:
+        out.append(f"| `{m['checkpoint']}` | {m['kind']} | {m['lm_val_loss']:.3f} | {m['increase_over_first']:+.3f} |")
+    out += ["", f"{rec.get('windows')} 个 {rec.get('window_tokens')} 词元的固定验证窗口（{rec['dataset']}）。"
+                f"来源：{provenance(rec)}"]
+    return "\n".join(out) + "\n"
+
+
 def render(table: str, results: list[dict]) -> str:
+    if table == "forgetting":
+        return render_forgetting(results)
     if table == "multitask":
         return render_multitask(results)
     if table in COLUMNS:

@@ -14,6 +14,7 @@
     python benchmark.py ft_imdb_full --report  # fine-tune it on IMDb (also ft_imdb_scratch / _head / _lora,
                                                # ft_imdb_long[_scratch], ft_ag_full / _scratch,
                                                # ft_translate, ft_multitask)
+    python benchmark.py forgetting --report    # the pre-training loss of each fine-tuned model (forgetting)
     python benchmark.py gpu_char --report      # (a CUDA GPU) nanoGPT's GPU char config, bf16 + compile (<= 1.47)
 
 * ``nanogpt_cpu``: :data:`NANOGPT_CPU`, the flags of nanoGPT's README command for the CPU (no compile;
@@ -129,7 +130,7 @@ FINETUNES = {
                      "--log_every", "25"],
 }
 PRESETS = ("nanogpt_cpu", "char20", "kv_cache", "bpe", "ddp", "ablation", "bf16", "ptb", "wikitext2", "gpu_char",
-           "pretrain", *FINETUNES)
+           "pretrain", *FINETUNES, "forgetting")
 
 
 def build_parser():
@@ -191,6 +192,23 @@ def bench_finetune(args, name: str) -> list[dict]:
     threads = ["--threads", str(args.threads)] if args.threads else []
     return [finetune.main(FINETUNES[name] + ["--seed", str(args.seed), "--out_dir", f"checkpoints/bench_{name}",
                                              "--run_dir", f"runs/bench_{name}", *threads, *args.extra])]
+
+
+FORGETTING = ("ft_imdb_full", "ft_imdb_lora", "ft_imdb_long", "ft_translate", "ft_multitask")
+
+
+def bench_forgetting(args) -> list[dict]:
+    """``finetune.py forgetting``: the pre-training loss of the pre-trained model and of every fine-tuned preset
+    that has a checkpoint (``FORGETTING``), on the same validation windows."""
+    from stage5_gpt import finetune
+
+    paths = [p for p in [finetune.PRETRAINED, *(f"checkpoints/bench_{n}/best_finetune.pt" for n in FORGETTING)]
+             if Path(p).is_file()]
+    if len(paths) < 2 or paths[0] != finetune.PRETRAINED:
+        raise UserError(f"forgetting needs {finetune.PRETRAINED} and at least one fine-tuned preset's checkpoint "
+                        f"(python benchmark.py pretrain, then e.g. ft_imdb_full)")
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    return [finetune.main(["forgetting", *paths, *threads, *args.extra])]
 
 
 def bench_word(args, dataset: str) -> list[dict]:
@@ -387,7 +405,7 @@ def main(argv=None):
     run = {"nanogpt_cpu": bench_nanogpt_cpu, "char20": bench_char20, "kv_cache": bench_kv_cache, "bpe": bench_bpe,
            "ddp": bench_ddp, "ablation": bench_ablation, "bf16": bench_bf16,
            "ptb": lambda a: bench_word(a, "ptb"), "wikitext2": lambda a: bench_word(a, "wikitext2"),
-           "gpu_char": bench_gpu_char, "pretrain": bench_pretrain,
+           "gpu_char": bench_gpu_char, "pretrain": bench_pretrain, "forgetting": bench_forgetting,
            **{name: (lambda a, n=name: bench_finetune(a, n)) for name in FINETUNES}}[args.preset]
     records = run(args)
     if args.report:

@@ -131,3 +131,20 @@ def test_compare_and_steptime_import_no_stage():
     for name in ("compare.py", "steptime.py"):
         text = (REPO_ROOT / "scripts" / name).read_text(encoding="utf-8")
         assert not re.search(r"^\s*(from|import)\s+stage\d", text, re.M), name
+
+
+def test_forgetting_table_lists_every_model_of_the_newest_file(tmp_path):
+    root = _root(tmp_path)
+    compare.main(["--root", str(root), "--no_plot"])
+    assert "待复现：`cd stage5_gpt && python benchmark.py forgetting --report`" in (root / "README.md").read_text(
+        encoding="utf-8")
+    models = [{"checkpoint": "pre.pt", "kind": "pre-trained", "lm_val_loss": 4.2, "increase_over_first": 0.0},
+              {"checkpoint": "cls.pt", "kind": "fine-tuned: classify", "lm_val_loss": 5.25,
+               "increase_over_first": 1.05}]
+    _report(root, "stage5_gpt", "forgetting", "imdb_wikitext2", "val", {"lm_val_loss_first": 4.2}, models=models,
+            windows=640, window_tokens=256)
+    compare.main(["--root", str(root), "--no_plot"])
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert "| `pre.pt` | pre-trained | 4.200 | +0.000 |" in text
+    assert "| `cls.pt` | fine-tuned: classify | 5.250 | +1.050 |" in text
+    assert "640 个 256 词元的固定验证窗口（imdb_wikitext2）" in text
