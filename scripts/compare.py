@@ -64,7 +64,8 @@ STAGE1_SPEED = {"samples_per_s": ("end_to_end_samples_per_s",)}
 IMDB = {"task": CLASSIFY_TASKS, "dataset": "imdb", "split": "test", "protocol": "standard"}
 AG_CV = {"task": CLASSIFY_TASKS, "dataset": "ag_news", "protocol": "ag_news_test_cv"}
 AG_GROUP = "AG News（ag_news_test_cv：测试集内交叉验证，非官方划分）"
-AG_CV_S4 = " --extra --dataset ag_news --protocol ag_news_test_cv"
+AG_CV_S4 = (" --extra --dataset ag_news --protocol ag_news_test_cv --out_dir checkpoints/classify_ag_cv "
+            "--run_dir runs/classify_ag_cv")
 
 ROWS = [
     # classification: IMDb (25k/25k) and the AG News test-split CV protocol
@@ -88,7 +89,7 @@ ROWS = [
         "cd stage1_mlp && python benchmark.py --only ag_news_cv --report", STAGE1_SPEED),
     Row("classification", "lstm_ag", "LSTM", AG_GROUP, "stage2_rnn_lstm", AG_CV,
         "cd stage2_rnn_lstm && python classify.py --preset imdb_cpu --dataset ag_news --protocol ag_news_test_cv "
-        "--report"),
+        "--out_dir checkpoints/classify_ag_cv --run_dir runs/classify_ag_cv --report"),
     Row("classification", "transformer_ag", "Transformer 编码器", AG_GROUP,
         "stage4_transformer", AG_CV, "cd stage4_transformer && python benchmark.py classify --report" + AG_CV_S4),
     Row("classification", "gpt_full_ag", "GPT（预训练 + 全部微调）", AG_GROUP, "stage5_gpt",
