@@ -12,7 +12,7 @@
     python benchmark.py wikitext2 --report     # the same on WikiText-2
     python benchmark.py pretrain --report      # the model finetune.py starts from: IMDb train + WikiText-2, ~60 min
     python benchmark.py ft_imdb_full --report  # fine-tune it on IMDb (also ft_imdb_scratch / _head / _lora,
-                                               # ft_imdb_long[_scratch], ft_ag_full / _scratch,
+                                               # ft_imdb_long, ft_ag_full / _scratch,
                                                # ft_translate, ft_multitask)
     python benchmark.py forgetting --report    # the pre-training loss of each fine-tuned model (forgetting)
     python benchmark.py gpu_char --report      # (a CUDA GPU) nanoGPT's GPU char config, bf16 + compile (<= 1.47)
@@ -112,9 +112,8 @@ FINETUNES = {
     "ft_imdb_head": FT_IMDB + ["--mode", "head", "--lr", "1e-3"],
     "ft_imdb_lora": FT_IMDB + ["--mode", "lora", "--lora_rank", "8", "--lora_alpha", "16", "--lr", "1e-3"],
     # (nearly) the whole review: 512 tokens (46% of the training reviews are longer than 256 tokens), past the
-    # pre-trained context of 256, which RoPE allows (finetune.py --max_len); the same for the control run
+    # pre-trained context of 256, which RoPE allows (finetune.py --max_len)
     "ft_imdb_long": [*FT_IMDB, "--max_len", "512"],
-    "ft_imdb_long_scratch": [*FT_IMDB, "--max_len", "512", "--init_from", "scratch"],
     # AG News by stage 1's ag_news_test_cv protocol (the official train split is not on these machines): fold 0,
     # about 5,800 short news texts, so three epochs; the same from random weights
     "ft_ag_full": [*FT_IMDB, "--dataset", "ag_news", "--protocol", "ag_news_test_cv", "--epochs", "3",
