@@ -38,7 +38,7 @@ def test_notebook_runs_and_its_prose_matches_its_numbers(tmp_path, monkeypatch):
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     figures = sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
     ft = re.findall(r"^(ft_imdb_\w+): (待复现|test accuracy ([\d.]+))", text, re.M)
-    assert [f[0] for f in ft] == ["ft_imdb_full", "ft_imdb_scratch", "ft_imdb_head", "ft_imdb_lora"]
+    assert [f[0] for f in ft] == ["ft_imdb_full", "ft_imdb_scratch", "ft_imdb_head", "ft_imdb_lora", "ft_imdb_long"]
     published = [f for f in ft if f[2]]
     # loss curve, two attention figures, position similarity, embeddings, cache timing (+ fine-tuning, when published)
     assert figures == 6 + bool(published)
@@ -115,10 +115,11 @@ def test_notebook_runs_and_its_prose_matches_its_numbers(tmp_path, monkeypatch):
     reported = Path(__file__).resolve().parents[2] / "results" / "reported" / "stage5_gpt"
     files = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(reported.glob("*.json"))]
     for name, _, acc in published:
-        mode, init = {"ft_imdb_full": ("full", "pretrained"), "ft_imdb_scratch": ("full", "scratch"),
-                      "ft_imdb_head": ("head", "pretrained"), "ft_imdb_lora": ("lora", "pretrained")}[name]
+        key = {"ft_imdb_full": ("full", "pretrained", 256), "ft_imdb_scratch": ("full", "scratch", 256),
+               "ft_imdb_head": ("head", "pretrained", 256), "ft_imdb_lora": ("lora", "pretrained", 256),
+               "ft_imdb_long": ("full", "pretrained", 512)}[name]
         rec = [r for r in files if r.get("task") == "classification" and r.get("dataset") == "imdb"
-               and (r.get("mode"), r.get("init")) == (mode, init)][-1]
+               and (r.get("mode"), r.get("init"), r.get("config", {}).get("max_len")) == key][-1]
         assert acc == f"{rec['metrics']['accuracy']:.4f}", name
     assert "待复现" in prose and "这里不训练" in prose
 
