@@ -67,6 +67,11 @@ AG_GROUP = "AG News（ag_news_test_cv：测试集内交叉验证，非官方划�
 AG_CV_S4 = (" --extra --dataset ag_news --protocol ag_news_test_cv --out_dir checkpoints/classify_ag_cv "
             "--run_dir runs/classify_ag_cv")
 
+def tokens_per_review(n: int):
+    """Match finetune.py's ``truncation`` field ("256 BPE tokens (head_tail)") by its token count."""
+    return lambda value: str(value).startswith(f"{n} ")
+
+
 ROWS = [
     # classification: IMDb (25k/25k) and the AG News test-split CV protocol
     Row("classification", "mlp_imdb", "MLP（bigram TF-IDF）", "IMDb 测试集", "stage1_mlp",
@@ -76,8 +81,8 @@ ROWS = [
     Row("classification", "transformer_imdb", "Transformer 编码器", "IMDb 测试集", "stage4_transformer", IMDB,
         "cd stage4_transformer && python benchmark.py classify --report"),
     *[Row("classification", f"gpt_{key}_imdb", label, "IMDb 测试集", "stage5_gpt",
-          dict(IMDB, mode=mode, init=init, truncation=lambda v, n=key: str(v).startswith(
-              "512 " if n.startswith("long") else "256 ")), "cd stage5_gpt && python benchmark.py pretrain --report && "
+          dict(IMDB, mode=mode, init=init, truncation=tokens_per_review(512 if key == "long" else 256)),
+          "cd stage5_gpt && python benchmark.py pretrain --report && "
           f"python benchmark.py ft_imdb_{key} --report")
       for key, mode, init, label in (("full", "full", "pretrained", "GPT（预训练 + 全部微调）"),
                                      ("scratch", "full", "scratch", "GPT（同一结构，从零训练）"),
@@ -113,7 +118,7 @@ ROWS = [
     Row("multitask", "mt_model", "多任务模型", "", "stage5_gpt", {"task": "multitask"},
         "cd stage5_gpt && python benchmark.py ft_multitask --report"),
     Row("multitask", "mt_classify", "IMDb 测试集准确率", "", "stage5_gpt",
-        dict(IMDB, mode="full", init="pretrained", truncation=lambda v: str(v).startswith("256 ")),
+        dict(IMDB, mode="full", init="pretrained", truncation=tokens_per_review(256)),
         "cd stage5_gpt && python benchmark.py ft_imdb_full --report"),
     Row("multitask", "mt_translate", "Multi30k test_2016_flickr BLEU（束宽 5）", "", "stage5_gpt",
         {"task": "translation", "dataset": "multi30k", "split": "test_2016_flickr"},

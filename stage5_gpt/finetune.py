@@ -63,7 +63,13 @@ from stage5_gpt.models.gpt import GPT, GPTConfig
 from stage5_gpt.models.lora import apply_lora, count_trainable, merge_lora
 from stage5_gpt.models.tasks import POOLS, TaskModel, beam_search, greedy_translate
 from stage5_gpt.utils import tasks_data as td
-from stage5_gpt.utils.checkpoint import KIND, clean_state_dict, config_from_checkpoint, tokenizer_from_checkpoint
+from stage5_gpt.utils.checkpoint import (
+    KIND,
+    clean_state_dict,
+    config_from_checkpoint,
+    load_model,
+    tokenizer_from_checkpoint,
+)
 from stage5_gpt.utils.data import load_meta, load_split
 
 BEST, LAST = "best_finetune.pt", "last_finetune.pt"
@@ -479,9 +485,10 @@ def save(path: Path, model: TaskModel, cfg: FinetuneConfig, tok, info: dict, **s
                            "vocab": {"tokenizer": tok.to_dict()}, "finetune": info, **state}, KIND)
 
 
-def load_finetuned(path) -> tuple[FinetuneConfig, TaskModel, object, dict, dict]:
-    """``(cfg, model in eval mode, tokenizer, finetune info, checkpoint)``; one-line errors for other files."""
-    ckpt = load_checkpoint(path, kind=KIND)
+def load_finetuned(path, ckpt: dict | None = None) -> tuple[FinetuneConfig, TaskModel, object, dict, dict]:
+    """``(cfg, model in eval mode, tokenizer, finetune info, checkpoint)``; one-line errors for other files.
+    ``ckpt``: the file's contents when the caller has read it already."""
+    ckpt = load_checkpoint(path, kind=KIND) if ckpt is None else ckpt
     if "finetune" not in ckpt:
         raise UserError(f"{path} is a pre-trained language model, not a fine-tuned one: use generate.py / "
                         f"evaluate.py for it, or fine-tune it with --init_from {path}")
@@ -818,13 +825,12 @@ def load_any(path: str) -> tuple[TaskModel, object, dict, str]:
         raise UserError(f"{path} does not exist")
     ckpt = load_checkpoint(path, kind=KIND)
     if "finetune" in ckpt:
-        _, model, tok, info, ckpt = load_finetuned(path)
+        _, model, tok, info, ckpt = load_finetuned(path, ckpt)
         if info.get("lora"):
             merge_lora(model)
         return model, tok, ckpt, f"fine-tuned: {'+'.join(info.get('tasks', [info['task']]))}"
-    gpt = GPT(config_from_checkpoint(ckpt, path))
-    gpt.load_state_dict(clean_state_dict(ckpt["model"]))
-    return TaskModel(gpt).eval(), tokenizer_from_checkpoint(ckpt, path), ckpt, "pre-trained"
+    gpt, tok, ckpt = load_model(path, ckpt=ckpt)
+    return TaskModel(gpt).eval(), tok, ckpt, "pre-trained"
 
 
 def forgetting(argv: list[str]) -> dict:
@@ -833,25 +839,24 @@ def forgetting(argv: list[str]) -> dict:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
     cfg = FinetuneConfig(lm_dataset=args.lm_dataset, prepared_dir=args.prepared_dir, batch_size=args.batch_size,
                          dtype=args.dtype, data_dir=args.data_dir)
-    rows, lm, files = [], None, []
+    rows, lm = [], None
     for path in args.checkpoints:
         model, tok, ckpt, what = load_any(path)
         if lm is None:  # the windows of the first checkpoint's context and tokenizer, for every model
-            lm = LMTask(cfg, tok, print, ckpt["config"]["model"]["block_size"], ckpt["vocab"]["tokenizer"])
-            files = lm.files
-        elif ckpt["vocab"]["tokenizer"] != rows[0]["_tokenizer"]:
+            first_tok = ckpt["vocab"]["tokenizer"]
+            lm = LMTask(cfg, tok, print, ckpt["config"]["model"]["block_size"], first_tok)
+        elif ckpt["vocab"]["tokenizer"] != first_tok:
             raise UserError(f"{path} has another tokenizer than {rows[0]['checkpoint']}: its losses are not "
                             f"comparable")
         loss = lm.validate(model)["lm/val_loss"]
-        rows.append({"checkpoint": path, "kind": what, "lm_val_loss": loss, "_tokenizer": ckpt["vocab"]["tokenizer"]})
+        rows.append({"checkpoint": path, "kind": what, "lm_val_loss": loss})
         print(f"{loss:.4f} nats/token  {what:28s} {path}", flush=True)
     base = rows[0]["lm_val_loss"]
     for r in rows:
-        del r["_tokenizer"]
         r["increase_over_first"] = r["lm_val_loss"] - base
     record = make_result(KIND, "forgetting", args.lm_dataset, "val", {"lm_val_loss_first": base}, params=None,
                          train_wall_s=None, device=describe_device(torch.device("cpu")), seed=0,
-                         data_sha256=sha256_files(files), models=rows, windows=LM_EVAL_BATCHES * args.batch_size,
+                         data_sha256=sha256_files(lm.files), models=rows, windows=LM_EVAL_BATCHES * args.batch_size,
                          window_tokens=lm.block_size,
                          reproduce_command=cd_prefix() + "python finetune.py forgetting " + " ".join(argv))
     record["result_file"] = str(write_result(record, name=f"forgetting_{args.lm_dataset}"))

@@ -81,11 +81,12 @@ def tokenizer_from_checkpoint(ckpt: dict, path="checkpoint"):
         raise CheckpointError(f"{path}: checkpoint has no readable tokenizer ({type(e).__name__}: {e})") from None
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", ckpt: dict | None = None):
     """``(model in eval mode, tokenizer, checkpoint dict)``; one-line :class:`CheckpointError` for a missing,
-    corrupt or foreign file (another stage's kind), a bad config, or weights that do not fit the config."""
+    corrupt or foreign file (another stage's kind), a bad config, or weights that do not fit the config.
+    ``ckpt``: the file's contents when the caller has read it already."""
     path = Path(path)
-    ckpt = load_checkpoint(path, kind=KIND, map_location=device)
+    ckpt = load_checkpoint(path, kind=KIND, map_location=device) if ckpt is None else ckpt
     if "finetune" in ckpt:
         raise CheckpointError(f"{path} is a fine-tuned {ckpt['finetune'].get('task')} checkpoint, not a language "
                               f"model: use finetune.py evaluate --checkpoint {path}")
