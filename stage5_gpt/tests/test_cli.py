@@ -224,7 +224,9 @@ def test_benchmark_presets_and_report_only_with_report(tmp_path, monkeypatch):
     def fake(name):
         def main(argv):
             calls.setdefault(name, []).append(argv)
-            rec = make_result("stage5_gpt", name, "shakespeare_char", "val", {"val_loss": 1.0}, params=1,
+            n = len(calls[name])  # a different loss per call, so the summary's mean is checked
+            rec = make_result("stage5_gpt", name, "shakespeare_char", "val",
+                              {"val_loss": 1.0 + n, "loss": 2.0 + n, "tokens_per_s": 5.0}, params=1,
                               train_wall_s=1.0, device="cpu", seed=1337, data_sha256="0" * 64,
                               command="python benchmark.py")
             rec["checkpoint"] = "checkpoints/bench_x/best_gpt.pt"
@@ -235,7 +237,13 @@ def test_benchmark_presets_and_report_only_with_report(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark.train, "main", fake("lm_train"))
     monkeypatch.setattr(benchmark.evaluate, "main", fake("lm_eval"))
     monkeypatch.setattr(benchmark, "report_result", lambda p: report_result(p, reported_root=tmp_path / "reported"))
-    benchmark.main(["nanogpt_cpu"])
+    records = benchmark.main(["nanogpt_cpu", "--seeds", "2", "--seed", "7"])
+    assert [vars(train.build_parser().parse_args(a))["seed"] for a in calls["lm_train"]] == [7, 8]
+    assert [a[a.index("--stride") + 1] for a in calls["lm_eval"]] == ["64", "32", "64", "32"]
+    summary = records[-1]["metrics"]  # eval losses 3, 4 (seed 7) and 5, 6 (seed 8): stride 64 are 3 and 5
+    assert (summary["val_loss_mean"], summary["val_loss_sliding_mean"], summary["train_estimate_mean"]) == \
+        (4.0, 5.0, 2.5)
+    assert [r["seed"] for r in records[-1]["per_seed"]] == [7, 8] and len(records) == 2
     argv = calls["lm_train"][-1]
     vals = vars(train.build_parser().parse_args(argv))  # the preset is ordinary train.py flags
     assert (vals["n_layer"], vals["n_head"], vals["n_embd"], vals["block_size"], vals["batch_size"]) == \
@@ -244,6 +252,10 @@ def test_benchmark_presets_and_report_only_with_report(tmp_path, monkeypatch):
         (2000, 1e-3, 1e-4, 0.0, 20)
     assert calls["lm_eval"][-1][:2] == ["--checkpoint", "checkpoints/bench_x/best_gpt.pt"]
     assert not (tmp_path / "reported").exists()
+    benchmark.main(["nanogpt_cpu", "--seeds", "1", "--report"])  # the first training record and the summary
+    assert len(list((tmp_path / "reported" / "stage5_gpt").glob("*.json"))) == 2
+    for f in (tmp_path / "reported" / "stage5_gpt").glob("*.json"):
+        f.unlink()
     benchmark.main(["char20", "--report"])
     vals = vars(train.build_parser().parse_args(calls["lm_train"][-1]))
     assert vals["max_minutes"] == 20.0 and vals["dtype"] == "bfloat16" and vals["dataset"] == "shakespeare_char"
