@@ -66,11 +66,12 @@ NANOGPT_CPU = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "128", "--b
                       "--dropout", "0.0", "--no-bias", "--max_steps", "2000", "--lr", "1e-3", "--min_lr", "1e-4",
                       "--lr_schedule", "cosine", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2", "0.99",
                       "--grad_clip", "1.0", "--eval_every", "250", "--eval_iters", "20", "--log_every", "50"]
+NANOGPT_TARGET = 1.90  # issue 14: the mean val loss over the seeds (nanoGPT reports 1.88)
 # 20 minutes on 2 cores: a 3.2M-parameter LLaMA-style model (RoPE, RMSNorm, SwiGLU) in bf16 autocast, which on
 # this CPU runs about twice the tokens/s of fp32 (see the bf16 preset), i.e. about ten passes over the 1M training
 # characters in 20 minutes. Dropout 0.05 sits between two worse runs of the same preset (2026-12-02, not reported):
-# 0.2 under-fits (a higher val loss at the end), 0.0 over-fits (val loss best at step 2,000 of 3,057, rising after;
-# 1.484 nats/char on the whole val split against 0.05's 1.457).
+# 0.2 under-fits (a higher val loss at the end), 0.0 over-fits (val loss best about two thirds of the way through
+# and rising after, ending above 0.05's).
 CHAR20 = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "128", "--batch_size", "32",
                  "--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--dropout", "0.05", "--lr", "2e-3",
                  "--min_lr", "2e-4", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2", "0.99",
@@ -160,10 +161,10 @@ def load_note(what: str) -> None:
     print(f"benchmark {what}: load average {os.getloadavg()}, cpus {os.cpu_count()}", flush=True)
 
 
-def common(args, name: str) -> list[str]:
+def common(args, name: str, seed: int | None = None) -> list[str]:
     threads = ["--threads", str(args.threads)] if args.threads else []
-    return ["--seed", str(args.seed), "--out_dir", f"checkpoints/bench_{name}", "--run_dir", f"runs/bench_{name}",
-            *threads]
+    return ["--seed", str(args.seed if seed is None else seed), "--out_dir", f"checkpoints/bench_{name}",
+            "--run_dir", f"runs/bench_{name}", *threads]
 
 
 def train_then_eval(args, name: str, flags: list[str], eval_flags: list[str]) -> list[dict]:
@@ -180,41 +181,37 @@ def bench_nanogpt_cpu(args) -> list[dict]:
     sliding window), and write one summary; the first seed's training record is reported beside it (wall time,
     tokens/s), the per-seed files stay under results/stage5_gpt/."""
     threads = ["--threads", str(args.threads)] if args.threads else []
-    runs = []
+    per_seed = []
     for seed in range(args.seed, args.seed + args.seeds):
         name = "nanogpt_cpu" if seed == args.seed else f"nanogpt_cpu_seed{seed}"
         load_note(name)
-        rec = train.main(NANOGPT_CPU + ["--seed", str(seed), "--out_dir", f"checkpoints/bench_{name}",
-                                        "--run_dir", f"runs/bench_{name}", *threads, *args.extra])
+        rec = train.main(NANOGPT_CPU + common(args, name, seed) + args.extra)
+        if seed == args.seed:
+            first = rec
         ev = {stride: evaluate.main(["--checkpoint", rec["checkpoint"], "--split", "val", "--stride", str(stride),
                                      "--name", f"bench_{name}_eval_stride{stride}", *threads])
               for stride in (64, 32)}
-        runs.append({"seed": seed, "train": rec, "chunks": ev[64], "sliding": ev[32]})
-    chunks = [r["chunks"]["metrics"]["loss"] for r in runs]
-    sliding = [r["sliding"]["metrics"]["loss"] for r in runs]
-    first = runs[0]["train"]
+        per_seed.append({"seed": seed, "val_loss": ev[64]["metrics"]["loss"],
+                         "val_loss_sliding": ev[32]["metrics"]["loss"], "train_estimate": rec["metrics"]["val_loss"],
+                         "train_wall_s": rec["train_wall_s"], "tokens_per_s": rec["metrics"]["tokens_per_s"],
+                         "result_files": [r.get("result_file") for r in (rec, ev[64], ev[32])]})
+    chunks = [r["val_loss"] for r in per_seed]
     metrics = {"val_loss_mean": statistics.mean(chunks),
                "val_loss_std": statistics.stdev(chunks) if len(chunks) > 1 else 0.0,
-               "val_loss_sliding_mean": statistics.mean(sliding),
-               "train_estimate_mean": statistics.mean(r["train"]["metrics"]["val_loss"] for r in runs),
-               "tokens_per_s": first["metrics"]["tokens_per_s"], "seeds": float(len(runs))}
+               "val_loss_sliding_mean": statistics.mean(r["val_loss_sliding"] for r in per_seed),
+               "train_estimate_mean": statistics.mean(r["train_estimate"] for r in per_seed),
+               "tokens_per_s": first["metrics"]["tokens_per_s"], "seeds": float(len(per_seed))}
     summary = make_result(KIND, "nanogpt_cpu", "shakespeare_char", "val", metrics, params=first["params"],
                           train_wall_s=first["train_wall_s"], device=first["device"], seed=args.seed,
                           data_sha256=first["data_sha256"], primary_metric="val_loss_mean",
-                          target={"val_loss_mean": 1.90},
+                          target={"val_loss_mean": NANOGPT_TARGET},
                           protocol={"val_loss": "all non-overlapping 64-character windows of val, every position "
                                                 "scored (the expectation of nanoGPT's 20-batch estimate)",
                                     "val_loss_sliding": "context 64, stride 32",
                                     "train_estimate": "train.py's 20 random val batches, as nanoGPT"},
-                          per_seed=[{"seed": r["seed"], "val_loss": r["chunks"]["metrics"]["loss"],
-                                     "val_loss_sliding": r["sliding"]["metrics"]["loss"],
-                                     "train_estimate": r["train"]["metrics"]["val_loss"],
-                                     "train_wall_s": r["train"]["train_wall_s"],
-                                     "tokens_per_s": r["train"]["metrics"]["tokens_per_s"],
-                                     "result_files": [r[k].get("result_file") for k in ("train", "chunks", "sliding")]}
-                                    for r in runs])
+                          per_seed=per_seed)
     print("nanogpt_cpu: val loss per seed " + ", ".join(f"{x:.4f}" for x in chunks)
-          + f" -> mean {metrics['val_loss_mean']:.4f} (nanoGPT 1.88, target <= 1.90); sliding mean "
+          + f" -> mean {metrics['val_loss_mean']:.4f} (nanoGPT 1.88, target <= {NANOGPT_TARGET}); sliding mean "
           + f"{metrics['val_loss_sliding_mean']:.4f}", flush=True)
     summary["result_file"] = str(write_result(summary, name="bench_nanogpt_cpu"))
     return [first, summary]
