@@ -102,6 +102,9 @@ class ClassifyConfig:
     attn_impl: str = field(default="sdpa", metadata={"choices": ["manual", "sdpa"],
                                                      "help": "attention kernel of the scratch layers"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the loss"})
+    token_dropout: float = field(default=0.0, metadata={
+        "help": "word dropout in training (Iyyer et al., 2015): each token is hidden from attention and pooling "
+                "with this probability (every text keeps at least one token)"})
     # optimisation
     batch_size: int = field(default=32, metadata={"help": "texts per batch (length-bucketed)"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
@@ -136,8 +139,9 @@ class ClassifyConfig:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         if not (self.epochs or self.max_steps or self.max_minutes):
             raise UserError("no budget: give --epochs, --max_steps or --max_minutes (0 everywhere = forever)")
-        if not 0.0 <= self.attn_dropout < 1.0:
-            raise UserError(f"--attn_dropout must be in [0, 1), got {self.attn_dropout}")
+        for name in ("attn_dropout", "token_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         self.model_config(2)  # impossible model configs are one-line errors before any data is read
 
     def model_config(self, n_classes: int, vocab_size: int | None = None) -> ClassifierConfig:
@@ -173,6 +177,17 @@ def train_batch(ids: list[list[int]], labels: np.ndarray, idx: list[int]):
     """One training batch: ``(x, keep, y)``."""
     x, keep = collate_batch(ids, idx)
     return x, keep, torch.as_tensor(labels[idx])
+
+
+def drop_tokens(keep: torch.Tensor, p: float) -> torch.Tensor:
+    """Word dropout: ``keep`` (B, T) with each real token turned off with probability ``p`` (torch's global RNG,
+    so a resumed run draws the same masks); a text whose tokens were all drawn keeps its first one."""
+    if not p:
+        return keep
+    out = keep & (torch.rand(keep.shape) >= p)  # (B, T)
+    empty = ~out.any(1)  # (B,)
+    out[empty, 0] = keep[empty, 0]
+    return out
 
 
 @torch.inference_mode()
@@ -459,6 +474,7 @@ def train(argv: list[str]) -> dict:
                 batches[epoch] = cd.bucketed_batches(lens, cfg.batch_size, cfg.seed, epoch)
             idx = batches[epoch][pos]
             x, keep, y = train_batch(train_ids, data.train.labels, idx)
+            keep = drop_tokens(keep, cfg.token_dropout)
             lr = lr_at(step, schedule=cfg.lr_schedule, lr=cfg.lr, total_steps=budget.total_steps(),
                        warmup_steps=warmup, min_lr=cfg.min_lr)
             set_lr(opt, lr)

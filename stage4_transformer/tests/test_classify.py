@@ -210,6 +210,22 @@ def test_ag_news_cv_protocol_runs_and_is_labelled(tmp_path):
     assert len(r["label_names"]) == 4 and len(r["confusion_matrix"]) == 4
 
 
+def test_token_dropout_hides_real_tokens_only_and_never_a_whole_text():
+    keep = torch.zeros(400, 50, dtype=torch.bool)
+    lengths = torch.arange(400) % 50 + 1
+    for b, n in enumerate(lengths):
+        keep[b, :n] = True
+    assert classify.drop_tokens(keep, 0.0) is keep
+    torch.manual_seed(0)
+    out = classify.drop_tokens(keep, 0.3)
+    assert not (out & ~keep).any()  # padding stays padding
+    assert out.any(1).all()  # every text keeps a token (the 1-token texts often depend on the rescue)
+    hidden = (keep & ~out).sum().item() / keep.sum().item()
+    assert 0.27 < hidden < 0.33, hidden  # about p of the real tokens
+    torch.manual_seed(0)
+    assert torch.equal(classify.drop_tokens(keep, 0.3), out)  # torch's RNG: a resumed run draws the same masks
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path, trained, capsys):
     best = str(trained[0] / "ck" / classify.BEST)
     assert "--text is empty" in cli_error(capsys, ["evaluate", "--checkpoint", best, "--text", "  "])
@@ -217,6 +233,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, trained, capsys):
                                                                          "--text", "你好"])
     assert "not divisible by n_heads" in cli_error(capsys, [*TINY, "--d_model", "30", "--n_heads", "4"])
     assert "dropout must be in [0, 1)" in cli_error(capsys, [*TINY, "--dropout", "1.5"])
+    assert "--token_dropout must be in [0, 1)" in cli_error(capsys, [*TINY, "--token_dropout", "1"])
     assert "--vocab_size must be at least 64" in cli_error(capsys, [*TINY, "--vocab_size", "10",
                                                                       "--out_dir", str(tmp_path / "v")])
     assert "must be >= 0" in cli_error(capsys, [*TINY, "--grad_clip", "-1"])
