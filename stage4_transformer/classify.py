@@ -61,6 +61,7 @@ LATENCY_MAX_S = 1.0  # batch-1 latency: at most --latency_samples texts or this 
 # encoder over the first 512 BPE tokens (88% of reviews whole). Context length pays on IMDb up to a point: in
 # 3-minute probes the same model reached 86.1% validation accuracy at step 600 with 256 tokens and 88.7% with 512;
 # the full preset with 1,024 tokens (2% truncated) scored lower on test than with 512 (2026-12-02, not reported).
+# --token_dropout 0.1 / 0.25 on top of the preset also scored lower on test (2026-12-02, --threads 1, not reported).
 # 4 epochs (~3,000 steps, cosine to 0) take ~6-10 minutes at ~300-550 samples/s; --max_minutes 30 is only a cap.
 PRESETS = {
     "imdb30": ["--dataset", "imdb", "--max_minutes", "30", "--epochs", "4", "--vocab_size", "16000",
