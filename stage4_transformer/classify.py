@@ -182,7 +182,7 @@ def train_batch(ids: list[list[int]], labels: np.ndarray, idx: list[int]):
 
 def drop_tokens(keep: torch.Tensor, p: float) -> torch.Tensor:
     """Word dropout: ``keep`` (B, T) with each real token turned off with probability ``p`` (torch's global RNG,
-    so a resumed run draws the same masks); a text whose tokens were all drawn keeps its first one."""
+    whose state the checkpoints save); a text whose tokens were all drawn keeps its first one."""
     if not p:
         return keep
     out = keep & (torch.rand(keep.shape) >= p)  # (B, T)

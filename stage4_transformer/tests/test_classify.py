@@ -223,7 +223,7 @@ def test_token_dropout_hides_real_tokens_only_and_never_a_whole_text():
     hidden = (keep & ~out).sum().item() / keep.sum().item()
     assert 0.27 < hidden < 0.33, hidden  # about p of the real tokens
     torch.manual_seed(0)
-    assert torch.equal(classify.drop_tokens(keep, 0.3), out)  # torch's RNG: a resumed run draws the same masks
+    assert torch.equal(classify.drop_tokens(keep, 0.3), out)  # a function of torch's RNG state (checkpoints save it)
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, trained, capsys):
