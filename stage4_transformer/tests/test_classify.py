@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 
@@ -226,6 +227,53 @@ def test_token_dropout_hides_real_tokens_only_and_never_a_whole_text():
     assert torch.equal(classify.drop_tokens(keep, 0.3), out)  # a function of torch's RNG state (checkpoints save it)
 
 
+def test_ema_weights_are_the_hand_computed_average_and_resume_exactly(tmp_path, monkeypatch):
+    """--ema_decay d: after steps 1, 2 the scored weights are (d*w1 + (1-d)*w2) (the first update copies w1),
+    training itself is untouched (its weights equal a run without EMA), and a run cut at step 3 (token
+    dropout on, so torch's RNG matters) resumes to the same EMA and training weights."""
+    common = ["--eval_every", "1", "--schedule_steps", "6", "--token_dropout", "0.2"]
+    run(tmp_path, "w1", "--max_steps", "1", *common)
+    run(tmp_path, "w2", "--max_steps", "2", *common)
+    r = run(tmp_path, "ema", "--max_steps", "2", "--ema_decay", "0.75", *common)
+    w1, w2 = weights(tmp_path / "w1" / "ck" / classify.LAST), weights(tmp_path / "w2" / "ck" / classify.LAST)
+    last = torch.load(tmp_path / "ema" / "ck" / classify.LAST, weights_only=True)
+    for k in w2:
+        assert torch.equal(last["train_model"][k], w2[k]), k  # EMA never feeds back into training
+        assert torch.allclose(last["model"][k], 0.75 * w1[k] + 0.25 * w2[k], atol=1e-6), k
+    assert any(not torch.equal(w1[k], w2[k]) for k in w2)
+    e = classify.main(["evaluate", "--checkpoint", str(tmp_path / "ema" / "ck" / classify.BEST), "--split", "val"])
+    assert e["metrics"] == r["metrics"]  # the reported figure is the averaged weights'
+
+    ref = run(tmp_path, "full", "--max_steps", "6", "--ema_decay", "0.75", *common)
+    monkeypatch.setattr(classify, "train_batch", _sigint_at(3, classify.train_batch))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "cut", "--max_steps", "6", "--ema_decay", "0.75", *common)
+    monkeypatch.undo()
+    r = run(tmp_path, "cut", "--max_steps", "6", "--ema_decay", "0.75", *common, "--resume")
+    assert r["resumed_at_steps"] == [3] and r["metrics"] == ref["metrics"]
+    a = torch.load(tmp_path / "full" / "ck" / classify.LAST, weights_only=True)
+    b = torch.load(tmp_path / "cut" / "ck" / classify.LAST, weights_only=True)
+    for part in ("model", "train_model", "ema"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), (part, k)
+
+
+def test_lowercase_and_split_punctuation_are_saved_in_the_tokenizer(tmp_path):
+    run(tmp_path, "plain", "--max_steps", "1")
+    run(tmp_path, "norm", "--max_steps", "1", "--lowercase", "--split_punctuation")
+    _, _, plain, _, _ = classify.load_classifier(tmp_path / "plain" / "ck" / classify.BEST)
+    _, _, tok, _, _ = classify.load_classifier(tmp_path / "norm" / "ck" / classify.BEST)
+    assert plain.tokens("GREAT film.") != plain.tokens("great film.")  # the default keeps case
+    assert tok.tokens("GREAT Film.") == tok.tokens("great film.")  # the loaded checkpoint folds case
+    assert tok.tokens("film.")[-1] == "." and tok.tokens("film!")[-1] == "!"  # marks are their own pieces
+
+    def mixed(t):  # vocabulary entries that hold a letter and a punctuation mark, e.g. "s." / upper-case ones
+        v = t.tk.get_vocab()
+        return [w for w in v if re.search("[a-z]", w, re.I) and re.search("[.,!?]", w)], \
+            [w for w in v if re.search("[A-Z]", w)]
+    assert all(mixed(plain)) and mixed(tok) == ([], [])  # on these reviews plain BPE learns "s." and "The"
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path, trained, capsys):
     best = str(trained[0] / "ck" / classify.BEST)
     assert "--text is empty" in cli_error(capsys, ["evaluate", "--checkpoint", best, "--text", "  "])
@@ -234,6 +282,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, trained, capsys):
     assert "not divisible by n_heads" in cli_error(capsys, [*TINY, "--d_model", "30", "--n_heads", "4"])
     assert "dropout must be in [0, 1)" in cli_error(capsys, [*TINY, "--dropout", "1.5"])
     assert "--token_dropout must be in [0, 1)" in cli_error(capsys, [*TINY, "--token_dropout", "1"])
+    assert "--ema_decay must be in [0, 1)" in cli_error(capsys, [*TINY, "--ema_decay", "1"])
     assert "--vocab_size must be at least 64" in cli_error(capsys, [*TINY, "--vocab_size", "10",
                                                                       "--out_dir", str(tmp_path / "v")])
     assert "must be >= 0" in cli_error(capsys, [*TINY, "--grad_clip", "-1"])

@@ -34,12 +34,19 @@ class SubwordTokenizer:
                 raise UserError(f"tokenizer lacks special token {special} at id {i} (not a stage-4 tokenizer)")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> "SubwordTokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2, lowercase: bool = False,
+              split_punctuation: bool = False) -> "SubwordTokenizer":
+        """BPE on ``texts``. ``lowercase``: fold case before everything (``Great`` and ``great`` share a token);
+        ``split_punctuation``: every punctuation mark is its own piece (``film.`` and ``film`` share one). Both
+        are saved in the tokenizer JSON, so the checkpoint encodes new text the same way; translation keeps
+        them off (its output must be decoded back to cased, punctuated text)."""
         if vocab_size < MIN_VOCAB:
             raise UserError(f"--vocab_size must be at least {MIN_VOCAB}, got {vocab_size}")
         tk = Tokenizer(models.BPE(unk_token=UNK))
-        tk.normalizer = normalizers.NFC()
-        tk.pre_tokenizer = pre_tokenizers.Metaspace()
+        tk.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()]) if lowercase \
+            else normalizers.NFC()
+        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]) \
+            if split_punctuation else pre_tokenizers.Metaspace()
         tk.decoder = decoders.Metaspace()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS,
                                       show_progress=False)
