@@ -258,6 +258,24 @@ def test_ema_weights_are_the_hand_computed_average_and_resume_exactly(tmp_path, 
             assert torch.equal(v, b[part][k]), (part, k)
 
 
+def test_select_val_loss_keeps_the_lowest_loss_evaluation_not_the_most_accurate(tmp_path):
+    """The same 20 steps, two selectors: in this run the most accurate evaluation (step 4) is not the one with
+    the lowest loss (step 6), so a selector that ignored --select, or kept the highest loss, would fail."""
+    common = ["--max_steps", "20", "--eval_every", "2"]
+    by_acc = run(tmp_path, "acc", *common)
+    by_loss = run(tmp_path, "loss", *common, "--select", "val_loss")
+    h = by_loss["history"]
+    assert [x["val_loss"] for x in h] == [x["val_loss"] for x in by_acc["history"]]  # the same training
+    low = min(h, key=lambda x: x["val_loss"])
+    top = max(h, key=lambda x: x["val_accuracy"])  # the first of equals, as the strict '>' keeps it
+    assert (top["step"], low["step"]) == (4, 6)
+    for name, want in (("acc", top), ("loss", low)):
+        assert torch.load(tmp_path / name / "ck" / classify.BEST, weights_only=True)["step"] == want["step"]
+    # the bundled sample scores validation: the reported figures are the selected evaluation's
+    assert by_loss["metrics"]["loss"] == pytest.approx(low["val_loss"])
+    assert by_acc["metrics"]["accuracy"] == pytest.approx(top["val_accuracy"])
+
+
 def test_lowercase_and_split_punctuation_are_saved_in_the_tokenizer(tmp_path):
     run(tmp_path, "plain", "--max_steps", "1")
     run(tmp_path, "norm", "--max_steps", "1", "--lowercase", "--split_punctuation")
