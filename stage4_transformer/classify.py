@@ -420,8 +420,9 @@ def train(argv: list[str]) -> dict:
     budget_state = None
     if ckpt:
         model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
-        if ema:
-            ema.load_state_dict(ckpt["ema"])
+        if ema:  # the averaged weights are the checkpoint's "model"; only the update count is stored beside them
+            ema.module.load_state_dict(ckpt["model"])
+            ema.n_averaged.copy_(ckpt["ema"]["n_averaged"])
         opt.load_state_dict(ckpt["optimizer"])
         step, best, bad = ckpt["step"], ckpt["best_metric"], ckpt["bad_evals"]
         history, wall = list(ckpt["history"]), ckpt["wall_s"]
@@ -440,7 +441,7 @@ def train(argv: list[str]) -> dict:
                 + (f"; resumed at step {step}" if ckpt else ""))
 
     def state():
-        extra = {"train_model": model.state_dict(), "ema": ema.state_dict()} if ema else {}
+        extra = {"train_model": model.state_dict(), "ema": {"n_averaged": ema.n_averaged}} if ema else {}
         return {**extra, "optimizer": opt.state_dict(), "step": step, "best_metric": best, "bad_evals": bad,
                 "history": history, "resumed_at_steps": resumed_at, "wall_s": wall, "budget": budget.state(),
                 "rng": get_rng_state(gen), "eval_window": [ev_loss, ev_n]}
