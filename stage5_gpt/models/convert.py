@@ -47,7 +47,7 @@ def hf_config(config: GPTConfig, eot_id: int | None = None):
     return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
                       n_layer=config.n_layer, n_head=config.n_head, n_inner=4 * config.n_embd,
                       activation_function="gelu_new", resid_pdrop=config.dropout, embd_pdrop=config.dropout,
-                      attn_pdrop=config.dropout, layer_norm_epsilon=NORM_EPS,
+                      attn_pdrop=config.attn_p, layer_norm_epsilon=NORM_EPS,
                       tie_word_embeddings=config.tie_weights, bos_token_id=eot_id, eos_token_id=eot_id,
                       pad_token_id=None)
 
@@ -193,6 +193,7 @@ def from_hf(name_or_folder) -> tuple[GPTConfig, dict]:
         raise UserError(f"{where}: cannot read the GPT-2 weights ({str(e).splitlines()[0][:200]})") from None
     config = GPTConfig(vocab_size=hf_cfg.vocab_size, block_size=hf_cfg.n_positions, n_layer=hf_cfg.n_layer,
                        n_head=hf_cfg.n_head, n_embd=hf_cfg.n_embd, dropout=float(hf_cfg.resid_pdrop), bias=True,
+                       attn_dropout=-1.0 if hf_cfg.attn_pdrop == hf_cfg.resid_pdrop else float(hf_cfg.attn_pdrop),
                        tie_weights=bool(getattr(hf_cfg, "tie_word_embeddings", True)))
     state = from_hf_state_dict(hf.state_dict())
     GPT(config).load_state_dict(state)  # fail here, with the names, if the layouts differ

@@ -11,7 +11,7 @@ from scripts.cli import UserError, run_cli
 from stage5_gpt import export_hf
 from stage5_gpt.models import GPT, GPTConfig
 from stage5_gpt.models.convert import export_hf as export_folder
-from stage5_gpt.models.convert import from_hf
+from stage5_gpt.models.convert import from_hf, hf_config
 from stage5_gpt.tokenizer import ByteLevelBPE, CharTokenizer
 from stage5_gpt.utils.checkpoint import save_model
 
@@ -120,6 +120,18 @@ def test_import_of_a_saved_hf_gpt2_gives_its_logits(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], hf(x).logits, rtol=1e-5, atol=1e-5)
     assert torch.equal(model.generate(x[:, :5], 10, temperature=0)[:, 5:], hf_greedy(hf, x[:, :5], 10))
+
+
+def test_attention_dropout_travels_both_ways(tmp_path):
+    """Catches an export that writes --dropout as attn_pdrop when --attn_dropout differs, or an import that drops
+    HF's separate attn_pdrop: the attention-weight rate survives both directions."""
+    random_hf_gpt2(tmp_path / "own", resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0)
+    random_hf_gpt2(tmp_path / "same", resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+    own, _ = from_hf(tmp_path / "own")
+    same, _ = from_hf(tmp_path / "same")
+    assert (own.dropout, own.attn_dropout, own.attn_p) == (0.1, 0.0, 0.0)
+    assert (same.dropout, same.attn_dropout, same.attn_p) == (0.1, -1.0, 0.1)
+    assert hf_config(own).attn_pdrop == 0.0 and hf_config(same).attn_pdrop == 0.1
 
 
 def test_import_refuses_what_it_cannot_compute_exactly_and_missing_folders(tmp_path):

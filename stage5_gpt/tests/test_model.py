@@ -289,6 +289,8 @@ def test_overfits_a_tiny_batch_and_ignores_minus_one_targets():
 @pytest.mark.parametrize("kw, message", [
     (dict(n_embd=130, n_head=4), "n_embd=130 is not divisible by n_head=4"),
     (dict(dropout=1.5), r"dropout must be in \[0, 1\), got 1.5"),
+    (dict(attn_dropout=1.0), r"attn_dropout must be -1 \(= dropout\) or in \[0, 1\), got 1.0"),
+    (dict(attn_dropout=-0.5), r"attn_dropout must be -1 \(= dropout\) or in \[0, 1\), got -0.5"),
     (dict(pos="alibi"), "pos must be one of learned, rope; got 'alibi'"),
     (dict(norm="batchnorm"), "norm must be one of layernorm, rmsnorm; got 'batchnorm'"),
     (dict(mlp="relu"), "mlp must be one of gelu, swiglu; got 'relu'"),
@@ -300,6 +302,24 @@ def test_bad_configs_are_one_line_value_errors(kw, message):
     with pytest.raises(ValueError, match=message) as e:
         GPTConfig(**kw)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "manual"])
+def test_attn_dropout_acts_on_the_attention_weights_alone(attn_impl):
+    """Catches --attn_dropout being ignored (the weights still dropped at --dropout's rate), or applied to the
+    residual branch instead: in training mode, with the residual dropout taken out, attention is deterministic
+    (equal to eval mode) exactly when attn_dropout is 0, on both kernels; the default -1 means --dropout."""
+    x = torch.randn(2, 12, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for name, extra in (("off", dict(attn_dropout=0.0)), ("default", dict()), ("own", dict(attn_dropout=0.5))):
+        attn = tiny(dropout=0.3, attn_impl=attn_impl, **extra).transformer.h[0].attn
+        assert attn.resid_dropout.p == 0.3  # the residual branch keeps --dropout
+        attn.resid_dropout = nn.Identity()
+        with torch.no_grad():
+            out[name] = (attn.train()(x), attn.eval()(x))
+    assert torch.equal(*out["off"])
+    assert not torch.allclose(*out["default"]) and not torch.allclose(*out["own"])
+    assert GPTConfig(dropout=0.3).attn_p == 0.3 and GPTConfig(dropout=0.3, attn_dropout=0.1).attn_p == 0.1
 
 
 def test_presets():
