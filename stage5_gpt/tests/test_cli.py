@@ -263,4 +263,8 @@ def test_benchmark_presets_and_report_only_with_report(tmp_path, monkeypatch):
     benchmark.main(["ptb", "--max_minutes", "1"])
     vals = vars(train.build_parser().parse_args(calls["lm_train"][-1]))
     assert vals["dataset"] == "ptb" and vals["max_minutes"] == 1.0
+    assert (vals["pos"], vals["norm"], vals["mlp"]) == ("rope", "rmsnorm", "swiglu")  # the published PTB row's
     assert "test" in calls["lm_eval"][-1]
+    benchmark.main(["wikitext2", "--max_minutes", "1"])
+    vals = vars(train.build_parser().parse_args(calls["lm_train"][-1]))
+    assert (vals["dataset"], vals["pos"], vals["norm"], vals["mlp"]) == ("wikitext2", "learned", "layernorm", "gelu")
