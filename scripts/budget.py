@@ -5,9 +5,10 @@ The learning-rate schedule needs to know how many steps the run will take. With 
 follow the wall clock would make the result depend on how busy the machine was. So the budget
 is turned into a step count **once**:
 
-1. the first ``CALIBRATION_STEPS`` steps are timed (the median step, so a burst of load from another
-   process does not shrink the plan) (their LR does not depend on the length: under a
-   time budget the warm-up is at least that long for schedules whose early LR depends on it);
+1. the first ``CALIBRATION_STEPS`` steps (or up to ``calibrate_until``, e.g. the end of the warm-up) are timed
+   (the median step, so a burst of load from another process does not shrink the plan) (their LR does not
+   depend on the length: under a time budget the warm-up is at least that long for schedules whose early LR
+   depends on it);
 2. ``planned = steps so far + (time left / time per step)``, less a small margin and the estimated
    evaluation time, capped by ``--epochs`` and ``--max_steps``; the schedule spans ``planned`` steps;
 3. the run stops at ``planned`` steps, or earlier if the wall clock really runs out.
@@ -39,8 +40,12 @@ class Budget:
     """
 
     def __init__(self, *, epochs: int, steps_per_epoch: int | None, max_steps: int = 0,
-                 max_minutes: float = 0.0, schedule_steps: int = 0, state: dict | None = None):
+                 max_minutes: float = 0.0, schedule_steps: int = 0, state: dict | None = None,
+                 calibrate_until: int = CALIBRATION_STEPS):
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        # the plan is made at this step (at least CALIBRATION_STEPS): a stage may pass its warm-up length, whose
+        # learning rates do not depend on the plan, for a longer and steadier timing window
+        self.calibrate_until = max(CALIBRATION_STEPS, calibrate_until)
         self.max_steps, self.max_minutes, self.schedule_steps = max_steps, max_minutes, schedule_steps
         self.planned: int | None = None
         self.calibration: dict | None = None
@@ -83,7 +88,7 @@ class Budget:
         if self._window_start is None:
             return
         self._samples.append(step_s)
-        if self._window_start is not None and step >= max(CALIBRATION_STEPS, self._window_start[0] + 5):
+        if self._window_start is not None and step >= max(self.calibrate_until, self._window_start[0] + 5):
             s0, t0 = self._window_start
             # the median step is robust to a burst of load from another process during the window; the ratio
             # of wall time to summed step times adds back what happens between steps (logging, data)
@@ -104,7 +109,7 @@ class Budget:
         if not self.max_minutes or self.planned is not None or self.schedule_steps:
             return False
         start = self._window_start[0] if self._window_start else max(step + 1, CALIBRATION_STEPS // 4)
-        return step + 1 == max(CALIBRATION_STEPS, start + 5)
+        return step + 1 == max(self.calibrate_until, start + 5)
 
     # ----- stopping ----------------------------------------------------------------------
     def stop_reason(self, step: int, elapsed_s: float) -> str | None:

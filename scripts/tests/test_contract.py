@@ -147,6 +147,21 @@ def test_time_budget_becomes_one_fixed_step_count():
     assert restored.total_steps() == expected
 
 
+def test_calibrating_until_the_end_of_the_warm_up_sees_past_slow_first_steps():
+    """Catches ``calibrate_until`` being ignored (the plan made at step 20 from the slow steps) or the plan being
+    made before it: steps 1-30 take 0.2 s and the rest 0.1 s; a plan made at step 100 counts on 0.1 s steps."""
+    b = Budget(epochs=100, steps_per_epoch=1000, max_minutes=1.0, calibrate_until=100)
+    elapsed = 0.0
+    for step in range(1, 101):
+        assert b.planned is None and b.needs_calibration(step - 1) == (step == 100)
+        step_s = 0.2 if step <= 30 else 0.1
+        elapsed += step_s
+        b.observe(step, elapsed, step_s)
+    assert b.planned == 100 + int(0.97 * (60 - elapsed) / 0.1) and b.calibration["at_step"] == 100
+    assert Budget(epochs=1, steps_per_epoch=10, max_minutes=1.0, calibrate_until=5).calibrate_until == \
+        CALIBRATION_STEPS  # never a shorter window than the default
+
+
 def test_a_burst_of_load_during_the_calibration_does_not_shrink_the_plan():
     quiet, bursty = (Budget(epochs=100, steps_per_epoch=1000, max_minutes=1.0) for _ in range(2))
     t_quiet = t_bursty = 0.0

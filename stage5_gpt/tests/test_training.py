@@ -176,6 +176,14 @@ def test_the_resume_rule(reference, tiny, tmp_path, one_thread):
     assert record["config"]["model"]["n_embd"] == 32 and record["config"]["train"]["batch_size"] == 4
 
 
+def test_time_budget_is_planned_at_the_end_of_the_warm_up(tiny, tmp_path, one_thread):
+    """Catches the plan being made from the first 20 steps alone when the warm-up is longer (those steps are often
+    the slow ones): with --warmup_steps 30 the calibration ends at step 30, and the warm-up is recorded as 30."""
+    record = train.main(tiny + ["--max_steps", "0", "--max_minutes", "0.1", "--warmup_steps", "30",
+                                "--eval_every", "1000"] + dirs(tmp_path / "w"))
+    assert record["budget"]["calibration"]["at_step"] == 30 and record["budget"]["warmup_steps"] == 30
+
+
 def test_time_budget_reproduces_from_the_recorded_command(tiny, tmp_path, one_thread):
     """A --max_minutes run fixes its step count once (after the calibration steps); its reproduce_command
     (--max_steps S --schedule_steps P, no clock) gives the same history and weights."""
