@@ -74,8 +74,10 @@ NANOGPT_TARGET = 1.90  # issue 14: the mean val loss over the seeds (nanoGPT rep
 # 0.2 under-fits (a higher val loss at the end), 0.0 over-fits (val loss best about two thirds of the way through
 # and rising after, ending above 0.05's). ``--extra --attn_dropout 0`` (no dropout on the attention weights, as
 # LLaMA) lets SDPA take its fused CPU kernel: about 10% less time per step (in a torch.profiler run of one step the
-# dropout masks' bernoulli_ was 17% of it), MFU 34.4% against the 21.6% published, but its whole-val loss was worse
-# (2026-12-03, not reported: 1.4722 after 1,659 steps, the plan calibrated on slow first steps).
+# dropout masks' bernoulli_ was 17% of it), but on 2026-12-03 (a slower machine: bf16 probe ~405 GFLOP/s against
+# 792 for the published run) its whole-val loss was worse, not reported: 1.4722 after 1,659 steps (MFU 34.4%; the
+# plan calibrated on slow first steps), and 1.4677 after 1,830 steps (MFU 33.4%) with the plan made at the end of
+# the warm-up (see scripts/budget.py calibrate_until).
 CHAR20 = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "128", "--batch_size", "32",
                  "--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--dropout", "0.05", "--lr", "2e-3",
                  "--min_lr", "2e-4", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2", "0.99",
