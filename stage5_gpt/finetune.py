@@ -439,7 +439,7 @@ def load_pretrained(cfg: FinetuneConfig) -> tuple[GPTConfig, dict | None, object
         # (positions < block_size are rotated exactly as in pre-training; the fine-tuning learns the longer
         # distances). A learned table has no row for position block_size and refuses above.
         gcfg = dataclasses.replace(gcfg, block_size=cfg.max_len)
-    gcfg = dataclasses.replace(gcfg, dropout=cfg.dropout)
+    gcfg = dataclasses.replace(gcfg, dropout=cfg.dropout, attn_dropout=-1.0)  # all of the GPT's dropout is --dropout
     state = None if cfg.init_from == "scratch" else clean_state_dict(ckpt["model"])
     return gcfg, state, tok, ckpt
 

@@ -240,9 +240,13 @@ def check_config(cfg: TrainConfig, mvals: dict) -> None:
     model_config(mvals, vocab_size=256)
 
 
+TRAINING_ONLY = ("dropout", "attn_dropout")  # model fields that do not change the weights' meaning
+
+
 def hf_init(cfg: TrainConfig, mvals: dict, explicit: set) -> tuple[dict, dict | None]:
     """``--init_from <HF GPT-2 folder>|gpt2``: the architecture and weights of that model (``models/convert.py``).
-    Model flags typed on the command line must agree with it, except ``--dropout``."""
+    Model flags typed on the command line must agree with it, except ``--dropout`` and ``--attn_dropout`` (training
+    choices: they come from the command line, not from the HF config)."""
     if cfg.init_from in ("scratch", "resume"):
         return mvals, None
     from stage5_gpt.models.convert import from_hf
@@ -253,11 +257,11 @@ def hf_init(cfg: TrainConfig, mvals: dict, explicit: set) -> tuple[dict, dict | 
         raise UserError(f"--init_from {cfg.init_from}: cannot load a Hugging Face GPT-2 model ({e})") from None
     hf = dataclasses.asdict(hf_cfg)
     clash = [f"--{k} {mvals[k]!r} (the model has {hf[k]!r})" for k in sorted(explicit & set(mvals))
-             if k != "dropout" and k in hf and hf[k] != mvals[k]]
+             if k not in TRAINING_ONLY and k in hf and hf[k] != mvals[k]]
     if clash:
         raise UserError(f"--init_from {cfg.init_from}: {', '.join(clash)}; leave these flags out")
     merged = {k: hf.get(k, v) for k, v in mvals.items()}
-    merged["dropout"] = mvals["dropout"]
+    merged.update({k: mvals[k] for k in TRAINING_ONLY})
     merged["_vocab_size"] = hf["vocab_size"]
     return merged, state
 

@@ -231,6 +231,9 @@ def test_hf_gpt2_folder_as_the_starting_point(tiny, tmp_path, one_thread):
         torch.testing.assert_close(weights[k], v, atol=1e-9, rtol=0)
     with pytest.raises(UserError, match=r"--init_from .*: --n_embd 64 \(the model has 32\)"):
         train.main(common + ["--n_embd", "64"] + dirs(tmp_path / "bad"))
+    # dropout rates are training choices: typed ones are used, whatever the HF config says (attn_pdrop 0.1 here)
+    record = train.main(common + ["--dropout", "0.2", "--attn_dropout", "0"] + dirs(tmp_path / "drop"))
+    assert (record["config"]["model"]["dropout"], record["config"]["model"]["attn_dropout"]) == (0.2, 0.0)
 
 
 def test_quickstart_uses_a_step_budget():
