@@ -382,12 +382,13 @@ def build(cfg: TrainConfig, mvals: dict, device: torch.device, ckpt: dict | None
     torch.manual_seed(cfg.seed + d.rank)  # dropout masks: different on every process
     tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world_size * mcfg.block_size
     steps_per_epoch = max(1, len(train_data) // tokens_per_step)
+    warmup = schedule_warmup(cfg.lr_schedule, cfg.warmup_steps, cfg.max_minutes)
     # under --max_minutes the plan is made at the end of the warm-up (whose learning rates do not depend on it):
     # the first few dozen steps are often slower, and a 15-step window planned runs ~10% short (2026-12-03)
     budget = Budget(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, max_steps=cfg.max_steps,
                     max_minutes=cfg.max_minutes, schedule_steps=cfg.schedule_steps,
                     state=ckpt.get("budget") if ckpt else None,
-                    calibrate_until=schedule_warmup(cfg.lr_schedule, cfg.warmup_steps, cfg.max_minutes))
+                    calibrate_until=warmup)
     state = {"step": 0, "tokens": 0, "best_metric": math.inf, "bad_evals": 0, "last_eval_step": 0, "history": [],
              "resumed_at_steps": [], "train_wall_s": 0.0, "train_s": 0.0, "saved_best": False}
     if ckpt is not None:
@@ -409,7 +410,7 @@ def build(cfg: TrainConfig, mvals: dict, device: torch.device, ckpt: dict | None
                     resume_step=state["step"] if ckpt is not None else None)
     run = Run(cfg, mcfg, device, d, log, meta, hashlib.sha256((folder / "meta.json").read_bytes()).hexdigest(),
               data_fingerprint(meta), train_data, val_data, model, forward, train_forward, opt, budget, gen,
-              schedule_warmup(cfg.lr_schedule, cfg.warmup_steps, cfg.max_minutes), steps_per_epoch,
+              warmup, steps_per_epoch,
               model.flops_per_token(mcfg.block_size), peak, state)
     tok = meta["tokenizer"]
     log.info(f"{cfg.dataset} ({tok.get('kind')} tokenizer, vocabulary {meta['vocab_size']}): train {len(train_data):,} "

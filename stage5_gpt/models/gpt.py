@@ -222,7 +222,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         C = config.n_embd
         self.layer_idx, self.n_head, self.head_size = layer_idx, config.n_head, config.head_size
-        self.attn_impl, self.dropout = config.attn_impl, config.attn_p
+        self.attn_impl = config.attn_impl
         self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)  # x -> q, k, v of every head
         self.c_proj = nn.Linear(C, C, bias=config.bias)  # W_O, a residual projection
         self.attn_dropout = nn.Dropout(config.attn_p)
@@ -254,7 +254,7 @@ class CausalSelfAttention(nn.Module):
                 self.weights = att.detach()
             y = self.attn_dropout(att) @ v  # (B, nh, T, S) @ (B, nh, S, hs) -> (B, nh, T, hs)
         else:
-            p = self.dropout if self.training else 0.0
+            p = self.attn_dropout.p if self.training else 0.0  # SDPA drops the weights inside the kernel
             if start == 0:  # the whole (prefix of the) sequence: the plain causal mask
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
             elif T == 1:  # one new token: it may see every cached position, no mask needed
