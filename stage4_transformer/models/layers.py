@@ -5,7 +5,9 @@ LayerNorm -> positional encodings -> position-wise feed-forward -> residual sub-
 Shapes: ``(B, T, C)`` with C = d_model; masks are boolean *keep* masks (see :mod:`.attention`).
 Dropout sits where PyTorch's ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` put it
 (on the attention weights, after the FFN's ReLU, and on each sub-layer's output before the residual sum, §5.4),
-so with copied weights the two implementations compute the same function.
+so with copied weights the two implementations compute the same function. The paper (§5.4) drops only the
+sub-layer outputs and the embeddings; the other two rates can be set apart (``attn_dropout``, ``act_dropout``, as
+fairseq's ``--attention-dropout`` / ``--activation-dropout``): on a CPU each dropout mask costs time to draw.
 """
 from __future__ import annotations
 
@@ -145,14 +147,23 @@ class Residual(nn.Module):
 
 # ----- encoder and decoder layers (§3.1) ---------------------------------------------------------------
 
+def _rate(p: float | None, default: float) -> float:
+    """A sub-module's dropout rate: ``p``, or ``default`` when ``p`` is None or negative (``-1`` = "same")."""
+    return default if p is None or p < 0 else p
+
+
 class EncoderLayer(nn.Module):
     """Self-attention over the source, then the FFN; each wrapped in :class:`Residual`."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = False,
-                 fused_qkv: bool = False, attn_impl: str = "manual"):
+                 fused_qkv: bool = False, attn_impl: str = "manual", attn_dropout: float | None = None,
+                 act_dropout: float | None = None):
+        """``dropout``: the residual branches; ``attn_dropout`` / ``act_dropout`` (None = ``dropout``): the
+        attention weights and the FFN's hidden activations."""
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, fused_qkv, attn_impl)
-        self.ffn = PositionwiseFeedForward(d_model, d_ff, dropout)
+        attn_p, act_p = _rate(attn_dropout, dropout), _rate(act_dropout, dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attn_p, fused_qkv, attn_impl)
+        self.ffn = PositionwiseFeedForward(d_model, d_ff, act_p)
         self.res1 = Residual(d_model, dropout, norm_first)
         self.res2 = Residual(d_model, dropout, norm_first)
 
@@ -174,11 +185,13 @@ class DecoderLayer(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = False,
-                 fused_qkv: bool = False, attn_impl: str = "manual"):
+                 fused_qkv: bool = False, attn_impl: str = "manual", attn_dropout: float | None = None,
+                 act_dropout: float | None = None):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, fused_qkv, attn_impl)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout, fused_qkv, attn_impl)
-        self.ffn = PositionwiseFeedForward(d_model, d_ff, dropout)
+        attn_p, act_p = _rate(attn_dropout, dropout), _rate(act_dropout, dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attn_p, fused_qkv, attn_impl)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, attn_p, fused_qkv, attn_impl)
+        self.ffn = PositionwiseFeedForward(d_model, d_ff, act_p)
         self.res1 = Residual(d_model, dropout, norm_first)
         self.res2 = Residual(d_model, dropout, norm_first)
         self.res3 = Residual(d_model, dropout, norm_first)

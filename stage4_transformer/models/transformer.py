@@ -49,6 +49,10 @@ class TransformerConfig:
     dec_layers: int = field(default=3, metadata={"help": "decoder layers N"})
     d_ff: int = field(default=1024, metadata={"help": "inner size of the position-wise feed-forward network"})
     dropout: float = field(default=0.1, metadata={"help": "dropout P_drop (residual, attention weights, FFN)"})
+    attn_dropout: float = field(default=-1.0, metadata={"help": "dropout on the attention weights only (-1 = "
+                                                        "--dropout; 0 lets SDPA take its fused kernel)"})
+    act_dropout: float = field(default=-1.0, metadata={"help": "dropout on the FFN's hidden ReLU activations only "
+                                                       "(-1 = --dropout)"})
     max_len: int = field(default=256, metadata={"help": "longest sequence (tokens) the positional table covers"})
     norm_first: bool = field(default=False, metadata={"help": "pre-LN (LayerNorm before each sub-layer); "
                                                       "--no-norm_first is the paper's post-LN"})
@@ -67,6 +71,16 @@ class TransformerConfig:
     def __post_init__(self):
         validate(self, layers=("enc_layers", "dec_layers"), special=("pad_id", "bos_id", "eos_id"))
 
+    @property
+    def attn_p(self) -> float:
+        """The attention weights' dropout rate actually used."""
+        return self.dropout if self.attn_dropout < 0 else self.attn_dropout
+
+    @property
+    def act_p(self) -> float:
+        """The FFN hidden activations' dropout rate actually used."""
+        return self.dropout if self.act_dropout < 0 else self.act_dropout
+
 
 def validate(cfg, layers: tuple, special: tuple) -> None:
     """Impossible configurations -> one-line :class:`UserError` (also raised when a checkpoint's config is loaded)."""
@@ -80,6 +94,10 @@ def validate(cfg, layers: tuple, special: tuple) -> None:
         fail(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads} (each head gets d_model/n_heads)")
     if not 0.0 <= cfg.dropout < 1.0:
         fail(f"dropout must be in [0, 1), got {cfg.dropout}")
+    for name in ("attn_dropout", "act_dropout"):
+        p = getattr(cfg, name, -1.0)
+        if p != -1.0 and not 0.0 <= p < 1.0:
+            fail(f"{name} must be in [0, 1) or -1 (= dropout), got {p}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         fail(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
     ids = [getattr(cfg, s) for s in special]
@@ -97,10 +115,11 @@ def validate(cfg, layers: tuple, special: tuple) -> None:
 class Encoder(nn.Module):
     """N encoder layers (§3.1); pre-LN stacks end with a final LayerNorm (their layers never normalise the output)."""
 
-    def __init__(self, d_model, n_heads, d_ff, n_layers, dropout, norm_first, fused_qkv, attn_impl):
+    def __init__(self, d_model, n_heads, d_ff, n_layers, dropout, norm_first, fused_qkv, attn_impl,
+                 attn_dropout=None, act_dropout=None):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, norm_first, fused_qkv, attn_impl)
-                                    for _ in range(n_layers))
+        self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, norm_first, fused_qkv, attn_impl,
+                                                 attn_dropout, act_dropout) for _ in range(n_layers))
         self.norm = LayerNorm(d_model) if norm_first else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,10 +131,11 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """N decoder layers (§3.1); ``cache`` is a list with one dict per layer (incremental decoding)."""
 
-    def __init__(self, d_model, n_heads, d_ff, n_layers, dropout, norm_first, fused_qkv, attn_impl):
+    def __init__(self, d_model, n_heads, d_ff, n_layers, dropout, norm_first, fused_qkv, attn_impl,
+                 attn_dropout=None, act_dropout=None):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, d_ff, dropout, norm_first, fused_qkv, attn_impl)
-                                    for _ in range(n_layers))
+        self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, d_ff, dropout, norm_first, fused_qkv, attn_impl,
+                                                 attn_dropout, act_dropout) for _ in range(n_layers))
         self.norm = LayerNorm(d_model) if norm_first else None
 
     def forward(self, x, memory, self_mask=None, mem_mask=None, cache: list | None = None) -> torch.Tensor:
@@ -124,14 +144,29 @@ class Decoder(nn.Module):
         return x if self.norm is None else self.norm(x)  # (B, T, C)
 
 
-def torch_encoder(d_model, n_heads, d_ff, n_layers, dropout, norm_first) -> nn.TransformerEncoder:
+def _torch_rates(layer: nn.Module, attn_dropout, act_dropout) -> nn.Module:
+    """PyTorch's layers take one dropout rate; set the attention weights' (each ``nn.MultiheadAttention``'s
+    ``dropout``) and the FFN activations' (the layer's ``dropout`` module) to ours before the stack copies it."""
+    if attn_dropout is not None:
+        for mha in (m for m in layer.modules() if isinstance(m, nn.MultiheadAttention)):
+            mha.dropout = attn_dropout
+    if act_dropout is not None:
+        layer.dropout.p = act_dropout
+    return layer
+
+
+def torch_encoder(d_model, n_heads, d_ff, n_layers, dropout, norm_first, attn_dropout=None,
+                  act_dropout=None) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, batch_first=True, norm_first=norm_first)
+    layer = _torch_rates(layer, attn_dropout, act_dropout)
     return nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(d_model) if norm_first else None,
                                  enable_nested_tensor=False)
 
 
-def torch_decoder(d_model, n_heads, d_ff, n_layers, dropout, norm_first) -> nn.TransformerDecoder:
+def torch_decoder(d_model, n_heads, d_ff, n_layers, dropout, norm_first, attn_dropout=None,
+                  act_dropout=None) -> nn.TransformerDecoder:
     layer = nn.TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, batch_first=True, norm_first=norm_first)
+    layer = _torch_rates(layer, attn_dropout, act_dropout)
     return nn.TransformerDecoder(layer, n_layers, norm=nn.LayerNorm(d_model) if norm_first else None)
 
 
@@ -152,15 +187,14 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         stack = (C, cfg.n_heads, cfg.d_ff)
         if cfg.impl == "scratch":
-            extra = (cfg.dropout, cfg.norm_first, cfg.fused_qkv, cfg.attn_impl)
+            extra = (cfg.dropout, cfg.norm_first, cfg.fused_qkv, cfg.attn_impl, cfg.attn_p, cfg.act_p)
             self.encoder = Encoder(*stack, cfg.enc_layers, *extra)
             self.decoder = Decoder(*stack, cfg.dec_layers, *extra)
         else:
+            rates = (cfg.dropout, cfg.norm_first, cfg.attn_p, cfg.act_p)
             self.core = nn.Transformer(C, cfg.n_heads, cfg.enc_layers, cfg.dec_layers, cfg.d_ff, cfg.dropout,
-                                       custom_encoder=torch_encoder(*stack, cfg.enc_layers, cfg.dropout,
-                                                                    cfg.norm_first),
-                                       custom_decoder=torch_decoder(*stack, cfg.dec_layers, cfg.dropout,
-                                                                    cfg.norm_first),
+                                       custom_encoder=torch_encoder(*stack, cfg.enc_layers, *rates),
+                                       custom_decoder=torch_decoder(*stack, cfg.dec_layers, *rates),
                                        batch_first=True, norm_first=cfg.norm_first)
         self.out = nn.Linear(C, cfg.vocab_size, bias=False)  # pre-softmax projection
         init_xavier(self, skip=(self.embed, self.pos))

@@ -28,6 +28,7 @@ from stage4_transformer.models import (
     sinusoid_table,
     to_torch_names,
 )
+from stage4_transformer.models.layers import PositionwiseFeedForward
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -533,6 +534,8 @@ def test_overfits_a_tiny_batch(impl):
     (dict(d_model=30, n_heads=4), "not divisible by n_heads"),
     (dict(dropout=1.5), "dropout must be in [0, 1)"),
     (dict(dropout=-0.1), "dropout must be in [0, 1)"),
+    (dict(attn_dropout=1.5), "attn_dropout must be in [0, 1) or -1"),
+    (dict(act_dropout=-0.5), "act_dropout must be in [0, 1) or -1"),
     (dict(vocab_size=10), "vocab_size=10 is too small"),
     (dict(label_smoothing=1.0), "label_smoothing"),
     (dict(enc_layers=0), "enc_layers must be a positive integer"),
@@ -677,6 +680,36 @@ def test_checkpoint_round_trip(tmp_path):
     src, keep, tgt_in, _ = batch()
     torch.testing.assert_close(again(src, keep, tgt_in)[0], model(src, keep, tgt_in)[0], **TOL)
     assert again.out.weight is again.embed.weight
+
+
+@pytest.mark.parametrize("impl", ["scratch", "torch"])
+def test_attention_and_activation_dropout_rates_reach_their_own_modules(impl):
+    """--attn_dropout / --act_dropout (-1 = --dropout): each rate alone makes training-mode forwards random, all
+    zero makes them repeat, and the rates sit on the right modules in both implementations (ours: every attention's
+    ``dropout`` and the FFN's ``drop``; PyTorch's: ``nn.MultiheadAttention.dropout`` and the layer's ``dropout``).
+    Catches: a flag that never reaches the layers (a rate alone would change nothing), the two rates swapped, the
+    torch implementation keeping its single rate, -1 not meaning "the same as --dropout"."""
+    src, keep, tgt_in, _ = batch()
+
+    def random_in_training(**rates):
+        model = make_model(impl=impl, **rates)
+        model.train()
+        return not torch.equal(model(src, keep, tgt_in)[0], model(src, keep, tgt_in)[0])
+
+    assert random_in_training(dropout=0.0, attn_dropout=0.5)
+    assert random_in_training(dropout=0.0, act_dropout=0.5)
+    assert random_in_training(dropout=0.5, attn_dropout=0.0, act_dropout=0.0)  # embeddings and residual branches
+    assert not random_in_training(dropout=0.0, attn_dropout=0.0, act_dropout=0.0)
+
+    model = make_model(impl=impl, dropout=0.1, attn_dropout=0.2, act_dropout=0.3)
+    attn = [m.dropout for m in model.modules() if isinstance(m, (MultiHeadAttention, nn.MultiheadAttention))]
+    if impl == "scratch":
+        act = [m.drop.p for m in model.modules() if isinstance(m, PositionwiseFeedForward)]
+    else:
+        act = [layer.dropout.p for stack in (model.core.encoder, model.core.decoder) for layer in stack.layers]
+    assert attn == [0.2] * 6 and act == [0.3] * 4  # 2 encoder self, 2 x (decoder self + cross); 4 FFNs
+    same = tiny_cfg(dropout=0.25)
+    assert (same.attn_p, same.act_p) == (0.25, 0.25)
 
 
 def test_dropout_on_in_training_off_in_translate():
