@@ -8,6 +8,7 @@
     python benchmark.py ddp --report           # 2 gloo processes vs 1 (same losses), 2-process throughput
     python benchmark.py ablation --report      # pos / norm / mlp options at equal CPU time (--max_minutes each)
     python benchmark.py bf16 --report          # fp32 vs bf16 autocast step time and matmul peak on this CPU
+    python benchmark.py dropout --report       # nn.Dropout's masks vs --dropout_impl fast: step time of char20
     python benchmark.py ptb --report           # BPE GPT on PTB, 40 minutes, word-level test ppl (target <= 110)
     python benchmark.py wikitext2 --report     # the same on WikiText-2
     python benchmark.py pretrain --report      # the model finetune.py starts from: IMDb train + WikiText-2, ~60 min
@@ -70,16 +71,16 @@ NANOGPT_CPU = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "128", "--b
 NANOGPT_TARGET = 1.90  # issue 14: the mean val loss over the seeds (nanoGPT reports 1.88)
 # 20 minutes on 2 cores: a 3.2M-parameter LLaMA-style model (RoPE, RMSNorm, SwiGLU) in bf16 autocast, which on
 # this CPU runs about twice the tokens/s of fp32 (see the bf16 preset), i.e. about ten passes over the 1M training
-# characters in 20 minutes. Dropout 0.05 sits between two worse runs of the same preset (2026-12-02, not reported):
-# 0.2 under-fits (a higher val loss at the end), 0.0 over-fits (val loss best about two thirds of the way through
-# and rising after, ending above 0.05's). ``--extra --attn_dropout 0`` (no dropout on the attention weights, as
-# LLaMA) lets SDPA take its fused CPU kernel: about 10% less time per step (in a torch.profiler run of one step the
-# dropout masks' bernoulli_ was 17% of it), but on 2026-12-03 (a slower machine: bf16 probe ~405 GFLOP/s against
-# 792 for the published run) its whole-val loss was worse, not reported: 1.4722 after 1,659 steps (MFU 34.4%; the
-# plan calibrated on slow first steps), and 1.4677 after 1,830 steps (MFU 33.4%) with the plan made at the end of
-# the warm-up (see scripts/budget.py calibrate_until).
+# characters in 20 minutes. Dropout (also on the attention weights) is what keeps it from over-fitting: 0.0
+# over-fits, 0.2 under-fits (2026-12-02, not reported); the published 1.4572 (2026-12-02) had 0.05 with nn.Dropout.
+# Probes, not reported: ``--attn_dropout 0`` (SDPA's fused kernel) was faster but worse: 1.4722 after 1,659 steps and
+# 1.4677 after 1,830 (2026-12-03), and with context 256 / batch 16 as well 1.4659 after 2,239 (2026-12-07);
+# ``--dropout 0.1`` with nn.Dropout 1.4626 after 2,059 steps (2026-12-07, a slower machine than 2026-12-02).
+# ``--dropout_impl fast`` draws the masks from a quarter of the random numbers (see the dropout preset), so the
+# same 20 minutes give more steps; dropout 0.1, since more steps over-fit more.
 CHAR20 = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "128", "--batch_size", "32",
-                 "--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--dropout", "0.05", "--lr", "2e-3",
+                 "--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--dropout", "0.1", "--dropout_impl", "fast",
+                 "--lr", "2e-3",
                  "--min_lr", "2e-4", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2", "0.99",
                  "--grad_clip", "1.0", "--dtype", "bfloat16", "--fused", "--eval_every", "250", "--eval_iters", "20",
                  "--log_every", "50"]
@@ -144,8 +145,8 @@ FINETUNES = {
                      "--dropout", "0.1", "--dtype", "bfloat16", "--beam_size", "5", "--eval_every", "500",
                      "--log_every", "25"],
 }
-PRESETS = ("nanogpt_cpu", "char20", "kv_cache", "bpe", "ddp", "ablation", "bf16", "ptb", "wikitext2", "gpu_char",
-           "pretrain", *FINETUNES, "forgetting")
+PRESETS = ("nanogpt_cpu", "char20", "kv_cache", "bpe", "ddp", "ablation", "bf16", "dropout", "ptb", "wikitext2",
+           "gpu_char", "pretrain", *FINETUNES, "forgetting")
 
 
 def build_parser():
@@ -410,33 +411,46 @@ def bench_ablation(args) -> list[dict]:
     return records + [summary]
 
 
+def char20_batch(seed: int, extra: list[str] = ()) -> tuple[GPTConfig, dict, torch.Tensor, torch.Tensor]:
+    """The char20 preset's model config (``extra`` train.py flags on top) and one real training batch (B, T)."""
+    flags = vars(train.build_parser().parse_args([*CHAR20, *extra]))
+    cfg = GPTConfig(vocab_size=65, **{f.name: flags[f.name] for f in train.model_fields()})
+    folder = prepare_dataset("shakespeare_char")  # real windows of the training split, as train.py draws them
+    x, y = get_batch(load_split(folder, "train"), flags["batch_size"], cfg.block_size,
+                     torch.Generator().manual_seed(seed))  # (B, T) each
+    return cfg, flags, x, y
+
+
+def median_step_s(cfg: GPTConfig, x: torch.Tensor, y: torch.Tensor, dtype: str, repeats: int, seed: int) -> float:
+    """The median time of ``repeats`` training steps (forward, backward, fused AdamW) after 2 warm-up steps."""
+    device = torch.device("cpu")
+    seed_everything(seed)
+    model = GPT(cfg)
+    opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), fused=True)
+    times = []
+    for i in range(repeats + 2):  # 2 warm-up steps
+        t0 = time.perf_counter()
+        with autocast(device, dtype):
+            _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def bench_bf16(args) -> list[dict]:
     """Median fwd+bwd+AdamW step of the char20 model, float32 vs bfloat16 autocast, and each dtype's matmul peak."""
-    flags = vars(train.build_parser().parse_args(CHAR20))
-    cfg = GPTConfig(vocab_size=65, **{f.name: flags[f.name] for f in train.model_fields()})
-    B, T = flags["batch_size"], cfg.block_size
-    folder = prepare_dataset("shakespeare_char")  # real windows of the training split, as train.py draws them
-    x, y = get_batch(load_split(folder, "train"), B, T, torch.Generator().manual_seed(args.seed))  # (B, T) each
-    metrics, device = {}, torch.device("cpu")
+    cfg, flags, x, y = char20_batch(args.seed)
+    B, T = x.shape
+    metrics, device, fpt = {}, torch.device("cpu"), GPT(cfg).flops_per_token(T)
     for dtype in ("float32", "bfloat16"):
-        seed_everything(args.seed)
-        model = GPT(cfg)
-        opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), fused=True)
-        times = []
-        for i in range(args.repeats + 2):  # 2 warm-up steps
-            t0 = time.perf_counter()
-            with autocast(device, dtype):
-                _, loss = model(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
-        step = statistics.median(times)
+        step = median_step_s(cfg, x, y, dtype, args.repeats, args.seed)
         peak = measure_peak_flops(device, dtype)
         tok_s = B * T / step
         metrics.update({f"ms_per_step_{dtype}": 1000 * step, f"tokens_per_s_{dtype}": tok_s,
-                        f"peak_flops_{dtype}": peak, f"mfu_{dtype}": model.flops_per_token(T) * tok_s / peak})
+                        f"peak_flops_{dtype}": peak, f"mfu_{dtype}": fpt * tok_s / peak})
         print(f"{dtype:9s}: {1000 * step:.0f} ms/step, {tok_s:.0f} tokens/s, matmul peak {peak / 1e9:.0f} GFLOP/s, "
               f"MFU {100 * metrics[f'mfu_{dtype}']:.1f}%", flush=True)
     metrics["speedup_bf16"] = metrics["ms_per_step_float32"] / metrics["ms_per_step_bfloat16"]
@@ -449,6 +463,39 @@ def bench_bf16(args) -> list[dict]:
     return [rec]
 
 
+def bench_dropout(args) -> list[dict]:
+    """Median training step of the char20 model (bf16 autocast) with ``nn.Dropout``'s masks and with
+    ``--dropout_impl fast``, alternated in one process (``--repeats`` steps each, three rounds); the ratio is the
+    speed-up, and the MFU of each against the bf16 matmul peak measured in the same process."""
+    device = torch.device("cpu")
+    impls = {"torch": ["--dropout_impl", "torch"], "fast": ["--dropout_impl", "fast"]}
+    times = {name: [] for name in impls}
+    for _ in range(3):  # alternate, so that a slower minute of a shared machine hits both
+        for name, flags in impls.items():
+            cfg, _, x, y = char20_batch(args.seed, flags + args.extra)
+            times[name].append(median_step_s(cfg, x, y, "bfloat16", args.repeats, args.seed))
+    peak = measure_peak_flops(device, "bfloat16")
+    B, T = x.shape
+    fpt = GPT(cfg).flops_per_token(T)
+    metrics = {}
+    for name in impls:
+        step = statistics.median(times[name])
+        metrics.update({f"ms_per_step_{name}": 1000 * step, f"mfu_{name}": fpt * B * T / step / peak})
+        print(f"dropout masks {name:5s}: {1000 * step:.0f} ms/step, MFU {100 * metrics[f'mfu_{name}']:.1f}%",
+              flush=True)
+    metrics["speedup_fast"] = metrics["ms_per_step_torch"] / metrics["ms_per_step_fast"]
+    metrics["peak_flops_bfloat16"] = peak
+    print(f"--dropout_impl fast: {metrics['speedup_fast']:.2f}x the nn.Dropout step "
+          f"(dropout {cfg.dropout}, attention weights {cfg.attn_p})")
+    rec = make_result(KIND, "dropout_speed", "shakespeare_char", "train", metrics, params=GPT(cfg).num_params(),
+                      train_wall_s=None, device=describe_device(device), seed=args.seed,
+                      data_sha256=file_sha256(source_files("shakespeare_char")["all"]), primary_metric="speedup_fast",
+                      model_config=dataclasses.asdict(cfg), batch=[B, T], extra_flags=args.extra,
+                      rounds={k: [1000 * t for t in v] for k, v in times.items()})
+    rec["result_file"] = str(write_result(rec, name="bench_dropout"))
+    return [rec]
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.max_minutes < 0 or args.new_tokens < 1 or args.repeats < 1 or args.seeds < 1:
@@ -456,7 +503,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     run = {"nanogpt_cpu": bench_nanogpt_cpu, "char20": bench_char20, "kv_cache": bench_kv_cache, "bpe": bench_bpe,
-           "ddp": bench_ddp, "ablation": bench_ablation, "bf16": bench_bf16,
+           "ddp": bench_ddp, "ablation": bench_ablation, "bf16": bench_bf16, "dropout": bench_dropout,
            "ptb": lambda a: bench_word(a, "ptb"), "wikitext2": lambda a: bench_word(a, "wikitext2"),
            "gpu_char": bench_gpu_char, "pretrain": bench_pretrain, "forgetting": bench_forgetting,
            **{name: (lambda a, n=name: bench_finetune(a, n)) for name in FINETUNES}}[args.preset]

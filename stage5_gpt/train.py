@@ -240,7 +240,11 @@ def check_config(cfg: TrainConfig, mvals: dict) -> None:
     model_config(mvals, vocab_size=256)
 
 
-TRAINING_ONLY = ("dropout", "attn_dropout")  # model fields that do not change the weights' meaning
+TRAINING_ONLY = ("dropout", "attn_dropout", "dropout_impl")  # model fields that do not change the weights' meaning
+
+
+# model fields newer than some checkpoints, with the value those checkpoints were trained with
+ADDED_LATER = {"dropout_impl": "torch"}
 
 
 def hf_init(cfg: TrainConfig, mvals: dict, explicit: set) -> tuple[dict, dict | None]:
@@ -283,7 +287,7 @@ def resume_or_start(argv) -> tuple[TrainConfig, dict, argparse.Namespace, dict |
         ckpt = load_checkpoint(path, kind=KIND)
         try:  # a config from another version (unknown or missing keys) is a one-line error
             saved_train = dataclasses.asdict(config_from_dict(TrainConfig, ckpt["config"]["train"]))
-            saved_model = {k: ckpt["config"]["model"][k] for k in mvals}
+            saved_model = {k: {**ADDED_LATER, **ckpt["config"]["model"]}[k] for k in mvals}
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{path}: checkpoint config lacks {e} (saved by another version?)") from None
         merged = resume_config({**saved_train, **saved_model}, {**dataclasses.asdict(cfg), **mvals},

@@ -27,7 +27,7 @@ Generation (:meth:`GPT.generate`) keeps each layer's keys and values in a :class
 projects one position and attends over t cached keys instead of re-running the whole prefix.
 
 Shapes: B batch, T positions, C = n_embd, nh = n_head, hs = C / nh (head size), V = vocab_size.
-Read in this order: GPTConfig -> RMSNorm / make_norm -> rope -> CausalSelfAttention -> MLP -> Block -> GPT.
+Read in this order: GPTConfig -> RMSNorm / make_norm -> Dropout -> rope -> CausalSelfAttention -> MLP -> Block -> GPT.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ POS_KINDS = ("learned", "rope")
 NORM_KINDS = ("layernorm", "rmsnorm")
 MLP_KINDS = ("gelu", "swiglu")
 ATTN_IMPLS = ("sdpa", "manual")
+DROPOUT_IMPLS = ("torch", "fast")
 NORM_EPS = 1e-5  # GPT-2's layer_norm_epsilon (and nn.LayerNorm's default); RMSNorm uses the same
 ROPE_BASE = 10000.0
 
@@ -71,6 +72,11 @@ class GPTConfig:
                                                      "help": "attention kernel: F.scaled_dot_product_attention, or "
                                                              "the written-out softmax (keeps the weights)"})
     tie_weights: bool = field(default=True, metadata={"help": "the output layer shares the token embedding matrix"})
+    dropout_impl: str = field(default="torch", metadata={
+        "choices": list(DROPOUT_IMPLS),
+        "help": "how dropout masks are drawn on CPU: torch (nn.Dropout, one random number per element) or fast "
+                "(four mask elements per 64-bit random integer; attention weights then take the manual path). The "
+                "same distribution, a different random stream"})
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -85,7 +91,7 @@ class GPTConfig:
         if self.attn_dropout != -1.0 and not 0.0 <= self.attn_dropout < 1.0:
             raise ValueError(f"attn_dropout must be -1 (= dropout) or in [0, 1), got {self.attn_dropout}")
         for name, choices in (("pos", POS_KINDS), ("norm", NORM_KINDS), ("mlp", MLP_KINDS),
-                              ("attn_impl", ATTN_IMPLS)):
+                              ("attn_impl", ATTN_IMPLS), ("dropout_impl", DROPOUT_IMPLS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
         if self.pos == "rope" and self.head_size % 2:
@@ -137,6 +143,45 @@ def make_norm(config: GPTConfig) -> nn.Module:
     if config.norm == "rmsnorm":
         return RMSNorm(config.n_embd)
     return nn.LayerNorm(config.n_embd, eps=NORM_EPS, bias=config.bias)
+
+
+# ----- dropout ----------------------------------------------------------------------------------------------
+
+MASK_BITS = 16  # the fast mask compares 16-bit random integers with a threshold: p is rounded to a multiple of 2^-16
+
+
+def fast_keep_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """A keep-mask for dropout at rate ~p, shaped like x, and the survivors' scale 1 / P(keep).
+
+    Every 64-bit random integer is cut into four 16-bit integers u, uniform on [-2^15, 2^15); an element is kept
+    when u >= -2^15 + round(p * 2^16), i.e. with probability 1 - p' for p' = round(p * 2^16) / 2^16 (within
+    2^-17 of p). That is one random draw per four elements, where ``bernoulli_`` makes one per element: on this
+    project's CPUs (AMD EPYC) the draws of ``nn.Dropout`` were, after the matrix products, the largest item of a
+    char20 training step in ``torch.profiler`` (``benchmark.py dropout`` measures what this saves)."""
+    n = x.numel()
+    draws = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)  # (n/4,)
+    u = draws.view(torch.int16)[:n].view(x.shape)  # four 16-bit uniforms per draw, shaped like x
+    cut = round(p * 2 ** MASK_BITS)  # how many of the 2^16 values of u are dropped
+    return u >= cut - 2 ** (MASK_BITS - 1), 2 ** MASK_BITS / (2 ** MASK_BITS - cut)
+
+
+class Dropout(nn.Dropout):
+    """Inverted dropout (Srivastava et al. 2014): in training each element is zeroed with probability p and the
+    survivors are multiplied by 1 / (1 - p), so the expected output is the input; in eval mode the identity.
+
+    ``fast=False`` is exactly ``nn.Dropout``. ``fast=True`` draws the mask with :func:`fast_keep_mask` on a CPU
+    (on a GPU ``F.dropout`` is already one fused kernel, so it is used there): the same distribution (p rounded
+    to 2^-16), other random numbers, so a run with it does not repeat a run without it step for step."""
+
+    def __init__(self, p: float = 0.5, fast: bool = False):
+        super().__init__(p)
+        self.fast = fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.fast and self.training and self.p > 0 and x.device.type == "cpu"):
+            return super().forward(x)
+        keep, scale = fast_keep_mask(x, self.p)
+        return torch.where(keep, x * scale, 0.0)  # the gradient flows through the kept elements, times scale
 
 
 # ----- rotary position embeddings ----------------------------------------------------------------------------
@@ -225,8 +270,9 @@ class CausalSelfAttention(nn.Module):
         self.attn_impl = config.attn_impl
         self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)  # x -> q, k, v of every head
         self.c_proj = nn.Linear(C, C, bias=config.bias)  # W_O, a residual projection
-        self.attn_dropout = nn.Dropout(config.attn_p)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        fast = config.dropout_impl == "fast"
+        self.attn_dropout = Dropout(config.attn_p, fast)
+        self.resid_dropout = Dropout(config.dropout, fast)
         # keep[t, s]: query t may look at key s <= t (on and below the diagonal)
         self.register_buffer("causal", torch.ones(config.block_size, config.block_size, dtype=torch.bool).tril(),
                              persistent=False)  # (block_size, block_size)
@@ -246,7 +292,9 @@ class CausalSelfAttention(nn.Module):
             start = kv_cache.pos
             k, v = kv_cache.update(self.layer_idx, k, v)  # 2 x (B, nh, S, hs), S = start + T
         S = k.size(2)
-        if self.attn_impl == "manual" or self.keep_weights:
+        # SDPA drops attention weights with bernoulli_ inside the kernel: a fast mask needs the written-out path
+        fast_drop = self.training and self.attn_dropout.fast and self.attn_dropout.p > 0 and x.device.type == "cpu"
+        if self.attn_impl == "manual" or self.keep_weights or fast_drop:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, S)
             att = att.masked_fill(~self.causal[start:start + T, :S], float("-inf"))  # no peeking at the future
             att = F.softmax(att, dim=-1)  # (B, nh, T, S), each row sums to 1
@@ -289,7 +337,7 @@ class MLP(nn.Module):
             self.c_gate = nn.Linear(C, hidden, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
         self.c_proj = nn.Linear(hidden, C, bias=config.bias)  # a residual projection
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout, config.dropout_impl == "fast")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
@@ -328,7 +376,7 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),  # W_e, token embeddings
-            drop=nn.Dropout(config.dropout),
+            drop=Dropout(config.dropout, config.dropout_impl == "fast"),
             h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
             ln_f=make_norm(config),
         ))

@@ -13,10 +13,12 @@ from stage5_gpt.models import (
     GPT,
     MLP,
     PRESETS,
+    Dropout,
     GPTConfig,
     RMSNorm,
     apply_repetition_penalty,
     apply_rope,
+    fast_keep_mask,
     preset_config,
     rope_tables,
     sample_next,
@@ -304,15 +306,17 @@ def test_bad_configs_are_one_line_value_errors(kw, message):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("dropout_impl", ["torch", "fast"])
 @pytest.mark.parametrize("attn_impl", ["sdpa", "manual"])
-def test_attn_dropout_acts_on_the_attention_weights_alone(attn_impl):
+def test_attn_dropout_acts_on_the_attention_weights_alone(attn_impl, dropout_impl):
     """Catches --attn_dropout being ignored (the weights still dropped at --dropout's rate), or applied to the
     residual branch instead: in training mode, with the residual dropout taken out, attention is deterministic
-    (equal to eval mode) exactly when attn_dropout is 0, on both kernels; the default -1 means --dropout."""
+    (equal to eval mode) exactly when attn_dropout is 0, on both kernels and both kinds of mask; the default -1
+    means --dropout."""
     x = torch.randn(2, 12, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     out = {}
     for name, extra in (("off", dict(attn_dropout=0.0)), ("default", dict()), ("own", dict(attn_dropout=0.5))):
-        attn = tiny(dropout=0.3, attn_impl=attn_impl, **extra).transformer.h[0].attn
+        attn = tiny(dropout=0.3, attn_impl=attn_impl, dropout_impl=dropout_impl, **extra).transformer.h[0].attn
         assert attn.resid_dropout.p == 0.3  # the residual branch keeps --dropout
         attn.resid_dropout = nn.Identity()
         with torch.no_grad():
@@ -320,6 +324,49 @@ def test_attn_dropout_acts_on_the_attention_weights_alone(attn_impl):
     assert torch.equal(*out["off"])
     assert not torch.allclose(*out["default"]) and not torch.allclose(*out["own"])
     assert GPTConfig(dropout=0.3).attn_p == 0.3 and GPTConfig(dropout=0.3, attn_dropout=0.1).attn_p == 0.1
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_fast_dropout_mask_drops_p_in_every_lane_and_keeps_the_mean(p):
+    """Catches a fast mask that keeps p instead of 1 - p, scales by 1/p or 1/(1 - p) with the unrounded p, or takes
+    its 16-bit lanes from a random integer that is not uniform over all 64 bits (``random_()`` on int64 leaves the
+    top bit 0, so every fourth element would never be dropped): each of the four lanes drops ~p (within 5 standard
+    deviations), survivors are scaled so that the mean is exactly preserved in expectation."""
+    torch.manual_seed(0)
+    x = torch.ones(400_000)
+    keep, scale = fast_keep_mask(x, p)
+    p_rounded = round(p * 2 ** 16) / 2 ** 16
+    assert keep.shape == x.shape and keep.dtype == torch.bool
+    assert scale == pytest.approx(1 / (1 - p_rounded), rel=1e-12) and abs(p_rounded - p) <= 2 ** -17
+    sd = math.sqrt(p * (1 - p) / (x.numel() / 4))
+    for lane in range(4):
+        assert abs(1 - keep[lane::4].float().mean().item() - p) < 5 * sd, lane
+    y = Dropout(p, fast=True).train()(x)
+    assert torch.equal(y, torch.where(y == 0, 0.0, torch.tensor(scale, dtype=x.dtype)))  # only 0 and the scale
+    assert abs(y.mean().item() - 1) < 5 * math.sqrt(p / (1 - p) / x.numel())
+
+
+def test_fast_dropout_gradient_eval_mode_and_the_torch_mask():
+    """Catches a fast dropout whose gradient is not the mask times the scale (e.g. computed without autograd), that
+    drops in eval mode, or a ``fast=False`` path that differs from ``nn.Dropout`` (the default must reproduce the
+    published runs); the fast mask also repeats under the same seed (exact --resume)."""
+    x = torch.randn(3, 5, 64, dtype=torch.float64, requires_grad=True)
+    drop = Dropout(0.25, fast=True).train()
+    torch.manual_seed(7)
+    y = drop(x)
+    y.backward(torch.ones_like(y))
+    torch.manual_seed(7)
+    keep, scale = fast_keep_mask(x, 0.25)
+    torch.testing.assert_close(y, torch.where(keep, x * scale, 0.0), rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, keep.double() * scale, rtol=0, atol=0)
+    assert torch.equal(drop.eval()(x), x)
+    torch.manual_seed(3)
+    ours = Dropout(0.25).train()(x)
+    torch.manual_seed(3)
+    assert torch.equal(ours, nn.Dropout(0.25).train()(x))
+    model = tiny(dropout=0.2, dropout_impl="fast")
+    assert all(m.fast for m in model.modules() if isinstance(m, Dropout)) and \
+        sum(isinstance(m, Dropout) for m in model.modules()) == 1 + 3 * model.config.n_layer
 
 
 def test_presets():

@@ -161,6 +161,28 @@ def test_ctrl_c_anywhere_then_resume_is_bit_identical(where, k, reference, tiny,
     assert logged(tmp_path) == logged(ref_dir)  # the resumed run continued its own log, nothing twice
 
 
+def test_fast_dropout_masks_resume_bit_identically(tiny, tmp_path, monkeypatch, one_thread):
+    """Catches fast dropout masks drawn from a random stream that the checkpoint does not restore (the resumed run
+    would drop other elements), or a flag that is not passed on to the model: with --dropout 0.2 --dropout_impl
+    fast, a run cut by Ctrl-C after the weight update of step 8 and resumed ends on the uninterrupted run's weights,
+    and its loss curve is not nn.Dropout's."""
+    flags = tiny + SHORT + ["--dropout", "0.2", "--dropout_impl", "fast"]
+    ref = train.main(flags + dirs(tmp_path / "ref"))
+    assert load_checkpoint(tmp_path / "ref" / LAST_NAME)["config"]["model"]["dropout_impl"] == "fast"
+    torch_masks = train.main(tiny + SHORT + ["--dropout", "0.2"] + dirs(tmp_path / "torch"))
+    assert history(torch_masks) != history(ref)
+    real_step = torch.optim.AdamW.step
+    hook = SignalAt(real_step, 8, after=True)
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: hook(self, closure))
+    with pytest.raises(KeyboardInterrupt):
+        train.main(flags + dirs(tmp_path / "cut"))
+    monkeypatch.undo()
+    torch.set_num_threads(1)
+    record = train.main(flags + dirs(tmp_path / "cut") + ["--resume"])
+    assert record["resumed_at_steps"] == [8] and history(record) == history(ref)
+    assert_same_weights(final_state(tmp_path / "cut")[0], final_state(tmp_path / "ref")[0])
+
+
 def test_the_resume_rule(reference, tiny, tmp_path, one_thread):
     ref_dir, _ = reference
     with pytest.raises(UserError, match=r"--resume: --n_embd 64 \(saved 32\) would change the model"):
