@@ -183,6 +183,9 @@ class Dropout(nn.Dropout):
         keep, scale = fast_keep_mask(x, self.p)
         return torch.where(keep, x * scale, 0.0)  # the gradient flows through the kept elements, times scale
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, fast={self.fast}"
+
 
 # ----- rotary position embeddings ----------------------------------------------------------------------------
 

@@ -259,6 +259,7 @@ def test_benchmark_presets_and_report_only_with_report(tmp_path, monkeypatch):
     benchmark.main(["char20", "--report"])
     vals = vars(train.build_parser().parse_args(calls["lm_train"][-1]))
     assert vals["max_minutes"] == 20.0 and vals["dtype"] == "bfloat16" and vals["dataset"] == "shakespeare_char"
+    assert (vals["dropout"], vals["attn_dropout"], vals["dropout_impl"]) == (0.1, -1.0, "fast")
     assert len(list((tmp_path / "reported" / "stage5_gpt").glob("*.json"))) == 2
     benchmark.main(["ptb", "--max_minutes", "1"])
     vals = vars(train.build_parser().parse_args(calls["lm_train"][-1]))
@@ -268,3 +269,35 @@ def test_benchmark_presets_and_report_only_with_report(tmp_path, monkeypatch):
     benchmark.main(["wikitext2", "--max_minutes", "1"])
     vals = vars(train.build_parser().parse_args(calls["lm_train"][-1]))
     assert (vals["dataset"], vals["pos"], vals["norm"], vals["mlp"]) == ("wikitext2", "learned", "layernorm", "gelu")
+
+
+def test_dropout_benchmark_times_each_kind_of_mask(char_data, tmp_path, monkeypatch):
+    """Catches a dropout benchmark that times the same masks twice (``--dropout_impl`` not reaching the model) or
+    reports the inverse ratio: the rounds alternate torch / fast, only the fast rounds draw fast masks, and the
+    speed-up is torch's step time over fast's (the real steps run on a tiny model, ``--extra``; their times are
+    then replaced by fixed ones, so the ratio is known)."""
+    from scripts.results import write_result
+    from stage5_gpt import benchmark
+    from stage5_gpt.models import gpt
+
+    draws, seen = [], []
+    real_mask, real_median = gpt.fast_keep_mask, benchmark.median_step_s
+    monkeypatch.setattr(gpt, "fast_keep_mask", lambda x, p: draws.append(p) or real_mask(x, p))
+
+    def timed(cfg, *args):
+        before = len(draws)
+        real_median(cfg, *args)
+        seen.append((cfg.dropout_impl, len(draws) > before))
+        return {"torch": 0.004, "fast": 0.001}[cfg.dropout_impl]
+
+    monkeypatch.setattr(benchmark, "median_step_s", timed)
+    monkeypatch.setattr(benchmark, "prepare_dataset", lambda name: char_data)
+    monkeypatch.setattr(benchmark, "measure_peak_flops", lambda device, dtype: 1e11)
+    monkeypatch.setattr(benchmark, "write_result", lambda rec, name: write_result(rec, name, tmp_path, echo=False))
+    (rec,) = benchmark.main(["dropout", "--repeats", "1", "--extra", "--n_layer", "1", "--n_head", "2", "--n_embd",
+                             "16", "--block_size", "16", "--batch_size", "2"])
+    assert seen == [("torch", False), ("fast", True)] * 3 and set(draws) == {0.1}  # the preset's dropout
+    m = rec["metrics"]
+    assert (m["ms_per_step_torch"], m["ms_per_step_fast"], m["speedup_fast"]) == pytest.approx((4.0, 1.0, 4.0))
+    flops = gpt.GPT(gpt.GPTConfig(**rec["model_config"])).flops_per_token(16) * 2 * 16
+    assert m["mfu_fast"] == pytest.approx(flops / 0.001 / 1e11) and rec["batch"] == [2, 16]
