@@ -183,6 +183,18 @@ def test_fast_dropout_masks_resume_bit_identically(tiny, tmp_path, monkeypatch, 
     assert_same_weights(final_state(tmp_path / "cut")[0], final_state(tmp_path / "ref")[0])
 
 
+def test_a_checkpoint_from_before_dropout_impl_resumes_with_torch_masks(tiny, tmp_path, one_thread):
+    """Catches a resume that rejects checkpoints written before ``dropout_impl`` existed (their config lacks the
+    key) or that continues them with other masks than they were trained with: such a run resumes, with nn.Dropout."""
+    train.main(tiny + ["--max_steps", "4", "--eval_every", "4", "--dropout", "0.1"] + dirs(tmp_path))
+    path = tmp_path / LAST_NAME
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["model"]["dropout_impl"]
+    torch.save(ckpt, path)
+    record = train.main(["--resume", "--out_dir", str(tmp_path), "--run_dir", str(tmp_path), "--max_steps", "6"])
+    assert record["resumed_at_steps"] == [4] and record["config"]["model"]["dropout_impl"] == "torch"
+
+
 def test_the_resume_rule(reference, tiny, tmp_path, one_thread):
     ref_dir, _ = reference
     with pytest.raises(UserError, match=r"--resume: --n_embd 64 \(saved 32\) would change the model"):
