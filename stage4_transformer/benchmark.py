@@ -63,7 +63,9 @@ TRANSLATE_TRAIN = ["--vocab_size", "8000", "--d_model", "256", "--n_heads", "4",
 # (2026-12-03, a slow day). Seed 1337, test_2016_flickr beam 5: 4,096-token batches in fp32
 # with every dropout at 0.1 (1,200 steps) 49.16 (2026-12-01); 2,048-token batches with this preset's bf16 / SDPA /
 # dropout flags, 2,000 steps, 52.25 (not reported); 1,024-token batches (this preset) 53.95. Smaller batches mean
-# more updates per epoch at the same CPU cost per token.
+# more updates per epoch at the same CPU cost per token. Residual dropout 0.3 (``--extra --dropout 0.3 --max_steps
+# 4800``, 2026-12-07, not reported) learned more slowly: validation BLEU 46.64 after epoch 8, below this preset's
+# run at every epoch (49.67 after epoch 8), so it was stopped there.
 # A step budget, not --max_minutes: the time plan is made from the first steps and a timed validation pass, and
 # an untrained model decodes every sentence to the length cap, so that plan would leave a third of the time unused.
 # The result's train_wall_s says whether the run stayed within the target's 45 minutes.
