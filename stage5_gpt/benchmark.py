@@ -82,10 +82,9 @@ NANOGPT_TARGET = 1.90  # issue 14: the mean val loss over the seeds (nanoGPT rep
 # every 500 (the published row; the preset since).
 CHAR20 = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "128", "--batch_size", "32",
                  "--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--dropout", "0.1", "--dropout_impl", "fast",
-                 "--lr", "2e-3",
-                 "--min_lr", "2e-5", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2", "0.99",
-                 "--grad_clip", "1.0", "--dtype", "bfloat16", "--fused", "--eval_every", "500", "--eval_iters", "20",
-                 "--log_every", "50"]
+                 "--lr", "2e-3", "--min_lr", "2e-5", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2",
+                 "0.99", "--grad_clip", "1.0", "--dtype", "bfloat16", "--fused", "--eval_every", "500", "--eval_iters",
+                 "20", "--log_every", "50"]
 CHAR20_MINUTES = 20.0
 WORD_LM = ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "128", "--batch_size", "32",
            "--dropout", "0.2", "--lr", "1e-3", "--min_lr", "1e-4", "--warmup_steps", "200", "--weight_decay", "0.1",
@@ -413,14 +412,14 @@ def bench_ablation(args) -> list[dict]:
     return records + [summary]
 
 
-def char20_batch(seed: int, extra: list[str] = ()) -> tuple[GPTConfig, dict, torch.Tensor, torch.Tensor]:
+def char20_batch(seed: int, extra: list[str] = ()) -> tuple[GPTConfig, torch.Tensor, torch.Tensor]:
     """The char20 preset's model config (``extra`` train.py flags on top) and one real training batch (B, T)."""
     flags = vars(train.build_parser().parse_args([*CHAR20, *extra]))
     cfg = GPTConfig(vocab_size=65, **{f.name: flags[f.name] for f in train.model_fields()})
     folder = prepare_dataset("shakespeare_char")  # real windows of the training split, as train.py draws them
     x, y = get_batch(load_split(folder, "train"), flags["batch_size"], cfg.block_size,
                      torch.Generator().manual_seed(seed))  # (B, T) each
-    return cfg, flags, x, y
+    return cfg, x, y
 
 
 def median_step_s(cfg: GPTConfig, x: torch.Tensor, y: torch.Tensor, dtype: str, repeats: int, seed: int) -> float:
@@ -444,7 +443,7 @@ def median_step_s(cfg: GPTConfig, x: torch.Tensor, y: torch.Tensor, dtype: str, 
 
 def bench_bf16(args) -> list[dict]:
     """Median fwd+bwd+AdamW step of the char20 model, float32 vs bfloat16 autocast, and each dtype's matmul peak."""
-    cfg, flags, x, y = char20_batch(args.seed)
+    cfg, x, y = char20_batch(args.seed)
     B, T = x.shape
     metrics, device, fpt = {}, torch.device("cpu"), GPT(cfg).flops_per_token(T)
     for dtype in ("float32", "bfloat16"):
@@ -470,17 +469,17 @@ def bench_dropout(args) -> list[dict]:
     ``--dropout_impl fast``, alternated in one process (``--repeats`` steps each, three rounds); the ratio is the
     speed-up, and the MFU of each against the bf16 matmul peak measured in the same process."""
     device = torch.device("cpu")
-    impls = {"torch": ["--dropout_impl", "torch"], "fast": ["--dropout_impl", "fast"]}
-    times = {name: [] for name in impls}
+    setups = {name: char20_batch(args.seed, ["--dropout_impl", name, *args.extra]) for name in ("torch", "fast")}
+    times = {name: [] for name in setups}
     for _ in range(3):  # alternate, so that a slower minute of a shared machine hits both
-        for name, flags in impls.items():
-            cfg, _, x, y = char20_batch(args.seed, flags + args.extra)
+        for name, (cfg, x, y) in setups.items():
             times[name].append(median_step_s(cfg, x, y, "bfloat16", args.repeats, args.seed))
     peak = measure_peak_flops(device, "bfloat16")
     B, T = x.shape
-    fpt = GPT(cfg).flops_per_token(T)
+    model = GPT(cfg)
+    fpt = model.flops_per_token(T)
     metrics = {}
-    for name in impls:
+    for name in setups:
         step = statistics.median(times[name])
         metrics.update({f"ms_per_step_{name}": 1000 * step, f"mfu_{name}": fpt * B * T / step / peak})
         print(f"dropout masks {name:5s}: {1000 * step:.0f} ms/step, MFU {100 * metrics[f'mfu_{name}']:.1f}%",
@@ -489,7 +488,7 @@ def bench_dropout(args) -> list[dict]:
     metrics["peak_flops_bfloat16"] = peak
     print(f"--dropout_impl fast: {metrics['speedup_fast']:.2f}x the nn.Dropout step "
           f"(dropout {cfg.dropout}, attention weights {cfg.attn_p})")
-    rec = make_result(KIND, "dropout_speed", "shakespeare_char", "train", metrics, params=GPT(cfg).num_params(),
+    rec = make_result(KIND, "dropout_speed", "shakespeare_char", "train", metrics, params=model.num_params(),
                       train_wall_s=None, device=describe_device(device), seed=args.seed,
                       data_sha256=file_sha256(source_files("shakespeare_char")["all"]), primary_metric="speedup_fast",
                       model_config=dataclasses.asdict(cfg), batch=[B, T], extra_flags=args.extra,

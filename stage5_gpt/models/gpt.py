@@ -177,8 +177,12 @@ class Dropout(nn.Dropout):
         super().__init__(p)
         self.fast = fast
 
+    def draws_fast(self, x: torch.Tensor) -> bool:
+        """Whether a call on x draws a fast mask (training, p > 0, fast, on a CPU)."""
+        return self.fast and self.training and self.p > 0 and x.device.type == "cpu"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.fast and self.training and self.p > 0 and x.device.type == "cpu"):
+        if not self.draws_fast(x):
             return super().forward(x)
         keep, scale = fast_keep_mask(x, self.p)
         return torch.where(keep, x * scale, 0.0)  # the gradient flows through the kept elements, times scale
@@ -296,8 +300,7 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(self.layer_idx, k, v)  # 2 x (B, nh, S, hs), S = start + T
         S = k.size(2)
         # SDPA drops attention weights with bernoulli_ inside the kernel: a fast mask needs the written-out path
-        fast_drop = self.training and self.attn_dropout.fast and self.attn_dropout.p > 0 and x.device.type == "cpu"
-        if self.attn_impl == "manual" or self.keep_weights or fast_drop:
+        if self.attn_impl == "manual" or self.keep_weights or self.attn_dropout.draws_fast(x):
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, S)
             att = att.masked_fill(~self.causal[start:start + T, :S], float("-inf"))  # no peeking at the future
             att = F.softmax(att, dim=-1)  # (B, nh, T, S), each row sums to 1
