@@ -167,3 +167,16 @@ def load_vocab_pickle(path: str | Path):
 def vocab_fingerprint(tokens) -> str:
     """Short sha256 of an ordered token list: checkpoints store it to detect a mismatched vocab."""
     return hashlib.sha256(json.dumps(list(tokens), ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def weights_fingerprint(state_dict: dict) -> str:
+    """Short sha256 of a model's weights (names, dtypes, shapes and bytes, in name order): the same weights give
+    the same fingerprint whatever else the checkpoint file holds (optimizer, RNG, history), so a result file can
+    say exactly which pre-trained model it started from."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous().reshape(-1)
+        shape = tuple(state_dict[name].shape)
+        h.update(f"{name}|{t.dtype}|{shape}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

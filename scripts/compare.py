@@ -427,12 +427,14 @@ def render_timeline(results: list[dict]) -> str:
 
 
 MT_TOLERANCE = 2.0  # points of accuracy (in %) or BLEU
-MT_TASKS = {"mt_classify": ("classify/accuracy", "metrics.accuracy", 100.0),
-            "mt_translate": ("translate/test_2016_flickr/bleu", "metrics.bleu", 1.0)}
+MT_TASKS = {"mt_classify": ("classify", "classify/accuracy", "metrics.accuracy", 100.0),
+            "mt_translate": ("translate", "translate/test_2016_flickr/bleu", "metrics.bleu", 1.0)}
 
 
 def render_multitask(results: list[dict]) -> str:
-    """Each task of the multi-task model beside its single-task model, the difference and the 2-point target."""
+    """Each task of the multi-task model beside its single-task model: the difference, the 2-point target, and the
+    steps each model trained on that task (a mixture that gives a task fewer steps is not the same budget). A pair
+    whose result files name different pre-trained weights (``pretrained_weights``) is not compared."""
     rows = {r.id: r for r in rows_of("multitask")}
     multi = select(results, rows["mt_model"])
     foot: list[dict] = []  # the files cited, in order
@@ -442,24 +444,31 @@ def render_multitask(results: list[dict]) -> str:
             foot.append(rec)
         return f"{text} [{next(i for i, r in enumerate(foot, 1) if r is rec)}]"
 
-    out = ["| 任务与指标 | 单任务模型 | 多任务模型 | 差（多任务 − 单任务） | 目标：相差不超过 2 个点 |",
-           "|---|---|---|---|---|"]
+    out = ["| 任务与指标 | 单任务模型 | 多任务模型 | 差（多任务 − 单任务） | 目标：相差不超过 2 个点 "
+           "| 该任务的训练步数（单任务 / 多任务） |", "|---|---|---|---|---|---|"]
     pending = [] if multi else [rows["mt_model"].pending]
-    for rid, (multi_key, single_key, scale) in MT_TASKS.items():
+    for rid, (task, multi_key, single_key, scale) in MT_TASKS.items():
         single = select(results, rows[rid])
         if single is None:
             pending.append(rows[rid].pending)
         s, m = get(single or {}, single_key), get(multi or {}, "metrics." + multi_key)
         cells = [cite(rec, f"{scale * v:.2f}") if v is not None else ("待复现" if rec is None else "—")
                  for rec, v in ((single, s), (multi, m))]
+        weights = [get(rec or {}, "pretrained_weights") for rec in (single, multi)]
         if s is None or m is None:
             diff = verdict = "待复现"
+        elif None not in weights and weights[0] != weights[1]:
+            diff, verdict = f"{scale * (m - s):+.2f}", "不可比：预训练权重不同"
         else:
             d = scale * (m - s)
             diff, verdict = f"{d:+.2f}", ("达到" if d >= -MT_TOLERANCE else "未达到")
-        out.append(f"| {rows[rid].label} | {cells[0]} | {cells[1]} | {diff} | {verdict} |")
+        steps = [get(single or {}, "steps"), get(multi or {}, f"steps_per_task.{task}")]
+        steps_cell = " / ".join(f"{int(n):,}" if n is not None else "—" for n in steps)
+        out.append(f"| {rows[rid].label} | {cells[0]} | {cells[1]} | {diff} | {verdict} | {steps_cell} |")
     if multi is not None and (lm := get(multi, "metrics.lm/val_loss")) is not None:
-        out.append(f"| 语言模型任务的验证损失（nats/词元，预训练语料） | — | {cite(multi, f'{lm:.3f}')} | — | — |")
+        lm_steps = get(multi, "steps_per_task.lm")
+        out.append(f"| 语言模型任务的验证损失（nats/词元，预训练语料） | — | {cite(multi, f'{lm:.3f}')} | — | — | "
+                   f"— / {f'{int(lm_steps):,}' if lm_steps is not None else '—'} |")
     out += [""] + [f"{i}. {rec.get('model')}：{provenance(rec)}" for i, rec in enumerate(foot, 1)]
     if pending:
         out += ["", "待复现的命令：", ""] + [f"{n}. `{cmd}`" for n, cmd in enumerate(dict.fromkeys(pending), 1)]

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scripts.checkpoint import weights_fingerprint
 from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.device import DTYPES, add_device_args, autocast, describe_device, pick_device
 from scripts.flags import HELP, add_checkpoint_arg, check_non_negative
 from scripts.results import make_result, write_result
 from stage5_gpt.train import open_prepared
-from stage5_gpt.utils.checkpoint import BEST_NAME, KIND, check_meta, load_model
+from stage5_gpt.utils.checkpoint import BEST_NAME, KIND, check_meta, clean_state_dict, load_model
 from stage5_gpt.utils.data import count_words, load_meta, load_split
 
 WORD_DATASETS = ("ptb", "wikitext2")  # word_ppl is their headline number (stage 2's word-level LSTM)
@@ -176,6 +177,7 @@ def main(argv=None) -> dict:
                          train_wall_s=(ckpt.get("state") or {}).get("train_wall_s"), device=describe_device(device),
                          seed=tcfg.get("seed"), data_sha256=ckpt.get("data_sha256"), primary_metric=primary,
                          steps_trained=ckpt.get("step", 0), checkpoint=str(args.checkpoint),
+                         weights=weights_fingerprint(clean_state_dict(ckpt["model"])),
                          protocol=f"{tokenizer.kind} tokenizer, context {context}, stride {stride}",
                          eval_protocol={"tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
                                    "context": context, "stride": stride, "first_token": first_token,

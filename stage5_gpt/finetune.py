@@ -48,7 +48,7 @@ import torch
 
 from scripts import textclass
 from scripts.budget import Budget, reproduce_argv, schedule_warmup
-from scripts.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from scripts.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, weights_fingerprint
 from scripts.cli import HelpFormatter, UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args, explicit_flags, resume_config
 from scripts.data import sha256_files
@@ -679,7 +679,7 @@ def train(argv: list[str]) -> dict:
     if not history:
         raise UserError(f"the run ended at step {step} without an evaluation (budget already spent?)")
     return final_result(cfg, tasks, argv, step, wall, budget, warmup, history, resumed_at, n_params, n_trainable,
-                        stop_reason, pre_ckpt)
+                        stop_reason, pre_ckpt, cursors)
 
 
 def model_label(cfg: FinetuneConfig, gcfg: GPTConfig) -> str:
@@ -689,8 +689,9 @@ def model_label(cfg: FinetuneConfig, gcfg: GPTConfig) -> str:
 
 
 def final_result(cfg, tasks, argv, step, wall, budget, warmup, history, resumed_at, n_params, n_trainable,
-                 stop_reason, pre_ckpt) -> dict:
-    """Score ``best_finetune.pt`` on every task's test split and write one result file."""
+                 stop_reason, pre_ckpt, cursors) -> dict:
+    """Score ``best_finetune.pt`` on every task's test split and write one result file (with the steps each task
+    trained, so a multi-task run can be read against its single-task models)."""
     _, model, _, info, _ = load_finetuned(Path(cfg.out_dir) / BEST)
     if info.get("lora"):
         merge_lora(model)  # W + (alpha/r) B A: the same outputs at plain-matrix speed
@@ -729,9 +730,11 @@ def final_result(cfg, tasks, argv, step, wall, budget, warmup, history, resumed_
                                                                     else "pretrained"),
         mode=cfg.mode, trainable_params=n_trainable, pretrained_from=cfg.init_from if cfg.init_from != "scratch"
         else None, pretrained_data_sha256=pre_ckpt.get("data_sha256"), arch_from=cfg.arch_from,
+        pretrained_weights=None if cfg.init_from == "scratch" else weights_fingerprint(
+            clean_state_dict(pre_ckpt["model"])),
         **extra, history=history, resumed_at_steps=resumed_at, peak_rss_mb=peak_rss_mb(),
         reproduce_command=cd_prefix() + "python finetune.py " + " ".join(rep), budget=budget.summary(step),
-        stop_reason=stop_reason, steps=step, checkpoint=str(Path(cfg.out_dir) / BEST),
+        stop_reason=stop_reason, steps=step, steps_per_task=dict(cursors), checkpoint=str(Path(cfg.out_dir) / BEST),
         config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(gcfg))
     print_summary(record)
     record["result_file"] = str(write_result(record, name=f"{cfg.tag()}_{dataset}"))

@@ -89,19 +89,32 @@ def test_multitask_table_sets_each_task_beside_its_single_task_model(tmp_path):
     root = _root(tmp_path)
     compare.main(["--root", str(root), "--no_plot"])
     text = (root / "README.md").read_text(encoding="utf-8")
-    assert "| 待复现 | 待复现 | 待复现 | 待复现 |" in _row(text, "IMDb 测试集准确率")
+    assert "| 待复现 | 待复现 | 待复现 | 待复现 | — / — |" in _row(text, "IMDb 测试集准确率")
     assert "`cd stage5_gpt && python benchmark.py ft_multitask --report`" in text
     _report(root, "stage5_gpt", "classification", "imdb", "test", {"accuracy": 0.88}, protocol="standard",
-            mode="full", init="pretrained", truncation="256 BPE tokens (head_tail)", model="single classify")
-    _report(root, "stage5_gpt", "translation", "multi30k", "test_2016_flickr", {"bleu": 40.0}, model="single mt")
+            mode="full", init="pretrained", truncation="256 BPE tokens (head_tail)", model="single classify",
+            steps=743, pretrained_weights="aaaa")
+    _report(root, "stage5_gpt", "translation", "multi30k", "test_2016_flickr", {"bleu": 40.0}, model="single mt",
+            steps=1814, pretrained_weights="aaaa")
+    multi = dict(model="multi", steps_per_task={"classify": 750, "translate": 1800, "lm": 450},
+                 pretrained_weights="aaaa")
     _report(root, "stage5_gpt", "multitask", "imdb+multi30k", "test", {"classify/accuracy": 0.8650,
-            "translate/test_2016_flickr/bleu": 37.5, "translate/bleu": 99.0, "lm/val_loss": 4.25}, model="multi")
+            "translate/test_2016_flickr/bleu": 37.5, "translate/bleu": 99.0, "lm/val_loss": 4.25}, **multi)
     compare.main(["--root", str(root), "--no_plot"])
     text = (root / "README.md").read_text(encoding="utf-8")
-    assert "| 88.00 [1] | 86.50 [2] | -1.50 | 达到 |" in _row(text, "IMDb 测试集准确率")
-    assert "| 40.00 [3] | 37.50 [2] | -2.50 | 未达到 |" in _row(text, "Multi30k test_2016_flickr BLEU（束宽 5）")
-    assert "| — | 4.250 [2] | — | — |" in _row(text, "语言模型任务的验证损失（nats/词元，预训练语料）")
+    assert "| 88.00 [1] | 86.50 [2] | -1.50 | 达到 | 743 / 750 |" in _row(text, "IMDb 测试集准确率")
+    bleu = "Multi30k test_2016_flickr BLEU（束宽 5）"
+    assert "| 40.00 [3] | 37.50 [2] | -2.50 | 未达到 | 1,814 / 1,800 |" in _row(text, bleu)
+    assert "| — | 4.250 [2] | — | — | — / 450 |" in _row(text, "语言模型任务的验证损失（nats/词元，预训练语料）")
     assert "2. multi：" in text and "ft_multitask --report`" not in text
+    # a multi-task model fine-tuned from other pre-trained weights than the single-task model is not compared
+    _report(root, "stage5_gpt", "multitask", "imdb+multi30k", "test", {"classify/accuracy": 0.99,
+            "translate/test_2016_flickr/bleu": 41.0, "lm/val_loss": 4.0}, tag="_later",
+            **dict(multi, pretrained_weights="bbbb"))
+    compare.main(["--root", str(root), "--no_plot"])
+    text = (root / "README.md").read_text(encoding="utf-8")
+    assert "| 88.00 [1] | 99.00 [2] | +11.00 | 不可比：预训练权重不同 |" in _row(text, "IMDb 测试集准确率")
+    assert "| +1.00 | 不可比：预训练权重不同 |" in _row(text, bleu)
 
 
 def test_steptime_times_each_length_against_the_reference_and_the_table_shows_it(tmp_path):

@@ -22,6 +22,7 @@ from scripts.checkpoint import (
     save_vocab_pickle,
     unwrap_model,
     vocab_fingerprint,
+    weights_fingerprint,
 )
 from scripts.cli import UserError, run_cli
 from scripts.config import add_dataclass_args, config_from_dict, dataclass_from_args
@@ -384,3 +385,17 @@ def test_result_records_the_commit_the_run_started_from(monkeypatch):
     record = make_result("stage1_mlp", "t", "d", "s", {"acc": 1}, params=1, train_wall_s=1.0, device="cpu",
                          seed=0, data_sha256=None)
     assert record["git_commit"] == started
+
+
+def test_weights_fingerprint_follows_the_weights_only():
+    torch.manual_seed(0)
+    state = {"b": torch.randn(3, 4), "a": torch.randn(2, dtype=torch.bfloat16), "s": torch.tensor(1.5),
+             "e": torch.zeros(0)}
+    fp = weights_fingerprint(state)
+    assert fp == weights_fingerprint(dict(reversed(list(state.items()))))  # key order does not matter
+    nudged = dict(state, b=state["b"].clone())
+    nudged["b"][2, 3] = torch.nextafter(nudged["b"][2, 3], torch.tensor(9.0))  # one bit of one weight
+    assert weights_fingerprint(nudged) != fp
+    assert weights_fingerprint(dict(state, b=state["b"].reshape(4, 3))) != fp  # same bytes, other shape
+    assert weights_fingerprint(dict(state, b=state["b"].double())) != fp  # same values, other dtype
+    assert weights_fingerprint({"c" if k == "b" else k: v for k, v in state.items()}) != fp  # other name

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scripts.checkpoint import load_checkpoint, save_checkpoint
+from scripts.checkpoint import load_checkpoint, save_checkpoint, weights_fingerprint
 from scripts.cli import run_cli
 from scripts.results import parse_result_lines
 from scripts.testing import run_script
@@ -79,6 +79,7 @@ def test_train_cli_then_evaluate_then_generate(tiny, tmp_path, capsys):
     (ev,) = parse_result_lines(out)
     assert ev["eval_protocol"]["context"] == 32 and ev["eval_protocol"]["stride"] == 16
     assert ev["protocol"] == "char tokenizer, context 32, stride 16" and ev["primary_metric"] == "loss"
+    assert ev["weights"] == weights_fingerprint(load_checkpoint(best, kind="stage5_gpt")["model"])  # which model
     assert ev["counts"]["val"]["tokens"] == 2999 and ev["metrics"]["bpc"] == pytest.approx(ev["metrics"]["loss"] /
                                                                                            math.log(2))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scripts.checkpoint import CheckpointError, load_checkpoint
+from scripts.checkpoint import CheckpointError, load_checkpoint, weights_fingerprint
 from scripts.cli import UserError
 from stage5_gpt import finetune
 from stage5_gpt import train as train_mod
@@ -17,7 +17,7 @@ from stage5_gpt.models.lora import LoRALinear, apply_lora, count_trainable, merg
 from stage5_gpt.models.tasks import TaskModel, beam_search, greedy_translate
 from stage5_gpt.tokenizer import ByteLevelBPE
 from stage5_gpt.utils import tasks_data as td
-from stage5_gpt.utils.checkpoint import load_model
+from stage5_gpt.utils.checkpoint import clean_state_dict, load_model
 from stage5_gpt.utils.data import prepare_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -195,6 +195,7 @@ def test_finetune_classify_modes_train_what_they_say(pretrained):
     assert lora["trainable_params"] == 2 * per_layer + 66
     scratch = finetune.main(ft_args(pretrained, "cls_scratch", "--max_steps", "2", "--init_from", "scratch"))
     assert scratch["init"] == "scratch" and scratch["params"] == full["params"]
+    assert scratch["pretrained_weights"] is None and full["pretrained_weights"]  # scratch starts from no weights
     # the pre-trained trunk was really loaded (and the scratch one was not)
     pre, _, _ = load_model(pretrained["ckpt"])
     _, m_head, _, _, _ = finetune.load_finetuned(head["checkpoint"])
@@ -240,6 +241,12 @@ def test_finetune_translate_and_multitask_end_to_end(pretrained):
                                "--max_steps", "6", "--test_limit", "3", "--beam_size", "1",
                                "--prepared_dir", str(pretrained["prepared"]), "--lm_dataset", "imdb_text"))
     assert {"classify/accuracy", "translate/bleu", "lm/val_loss"} <= set(mt["metrics"])
+    # the steps each task trained (read against the single-task models) and the pre-trained weights it started from
+    assert sum(mt["steps_per_task"].values()) == mt["steps"] == 6 and set(mt["steps_per_task"]) == {
+        "classify", "translate", "lm"}
+    assert tr["steps_per_task"] == {"translate": 3}
+    pre = load_checkpoint(pretrained["ckpt"], kind="stage5_gpt")["model"]
+    assert mt["pretrained_weights"] == tr["pretrained_weights"] == weights_fingerprint(clean_state_dict(pre))
     cfg, model, tok, info, _ = finetune.load_finetuned(mt["checkpoint"])
     out = finetune.run_text(model, tok, info, cfg, "classify: A wonderful film.")
     assert math.isclose(sum(out["probabilities"].values()), 1.0, rel_tol=1e-5)
