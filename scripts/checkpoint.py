@@ -175,8 +175,7 @@ def weights_fingerprint(state_dict: dict) -> str:
     say exactly which pre-trained model it started from."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous().reshape(-1)
-        shape = tuple(state_dict[name].shape)
-        h.update(f"{name}|{t.dtype}|{shape}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
+        w = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{w.dtype}|{tuple(w.shape)}|".encode())
+        h.update(w.reshape(-1).view(torch.uint8).numpy().tobytes())  # flat first: a 0-d tensor has no byte view
     return h.hexdigest()[:16]

@@ -431,6 +431,11 @@ MT_TASKS = {"mt_classify": ("classify", "classify/accuracy", "metrics.accuracy",
             "mt_translate": ("translate", "translate/test_2016_flickr/bleu", "metrics.bleu", 1.0)}
 
 
+def steps_cell(single, multi) -> str:
+    """``single / multi`` step counts, ``—`` for a count a result file does not have."""
+    return " / ".join(f"{int(n):,}" if n is not None else "—" for n in (single, multi))
+
+
 def render_multitask(results: list[dict]) -> str:
     """Each task of the multi-task model beside its single-task model: the difference, the 2-point target, and the
     steps each model trained on that task (a mixture that gives a task fewer steps is not the same budget). A pair
@@ -457,18 +462,18 @@ def render_multitask(results: list[dict]) -> str:
         weights = [get(rec or {}, "pretrained_weights") for rec in (single, multi)]
         if s is None or m is None:
             diff = verdict = "待复现"
-        elif None not in weights and weights[0] != weights[1]:
-            diff, verdict = f"{scale * (m - s):+.2f}", "不可比：预训练权重不同"
         else:
             d = scale * (m - s)
-            diff, verdict = f"{d:+.2f}", ("达到" if d >= -MT_TOLERANCE else "未达到")
-        steps = [get(single or {}, "steps"), get(multi or {}, f"steps_per_task.{task}")]
-        steps_cell = " / ".join(f"{int(n):,}" if n is not None else "—" for n in steps)
-        out.append(f"| {rows[rid].label} | {cells[0]} | {cells[1]} | {diff} | {verdict} | {steps_cell} |")
+            diff = f"{d:+.2f}"
+            if None not in weights and weights[0] != weights[1]:
+                verdict = "不可比：预训练权重不同"
+            else:
+                verdict = "达到" if d >= -MT_TOLERANCE else "未达到"
+        steps = steps_cell(get(single or {}, "steps"), get(multi or {}, f"steps_per_task.{task}"))
+        out.append(f"| {rows[rid].label} | {cells[0]} | {cells[1]} | {diff} | {verdict} | {steps} |")
     if multi is not None and (lm := get(multi, "metrics.lm/val_loss")) is not None:
-        lm_steps = get(multi, "steps_per_task.lm")
         out.append(f"| 语言模型任务的验证损失（nats/词元，预训练语料） | — | {cite(multi, f'{lm:.3f}')} | — | — | "
-                   f"— / {f'{int(lm_steps):,}' if lm_steps is not None else '—'} |")
+                   f"{steps_cell(None, get(multi, 'steps_per_task.lm'))} |")
     out += [""] + [f"{i}. {rec.get('model')}：{provenance(rec)}" for i, rec in enumerate(foot, 1)]
     if pending:
         out += ["", "待复现的命令：", ""] + [f"{n}. `{cmd}`" for n, cmd in enumerate(dict.fromkeys(pending), 1)]
