@@ -436,6 +436,13 @@ def steps_cell(single, multi) -> str:
     return " / ".join(f"{int(n):,}" if n is not None else "—" for n in (single, multi))
 
 
+def footnote(foot: list[dict], rec: dict) -> int:
+    """The number (from 1) of ``rec`` among the files a table cites, appending it on its first citation."""
+    if not any(r is rec for r in foot):
+        foot.append(rec)
+    return next(i for i, r in enumerate(foot, 1) if r is rec)
+
+
 def render_multitask(results: list[dict]) -> str:
     """Each task of the multi-task model beside its single-task model: the difference, the 2-point target, and the
     steps each model trained on that task (a mixture that gives a task fewer steps is not the same budget). A pair
@@ -445,9 +452,7 @@ def render_multitask(results: list[dict]) -> str:
     foot: list[dict] = []  # the files cited, in order
 
     def cite(rec: dict, text: str) -> str:
-        if not any(r is rec for r in foot):
-            foot.append(rec)
-        return f"{text} [{next(i for i, r in enumerate(foot, 1) if r is rec)}]"
+        return f"{text} [{footnote(foot, rec)}]"
 
     out = ["| 任务与指标 | 单任务模型 | 多任务模型 | 差（多任务 − 单任务） | 目标：相差不超过 2 个点 "
            "| 该任务的训练步数（单任务 / 多任务） |", "|---|---|---|---|---|---|"]
@@ -480,17 +485,53 @@ def render_multitask(results: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+FORGETTING_SAME_LOSS = 1e-4  # two files scored the same pre-trained model if its loss agrees this closely
+
+
+def same_pretrained(a: dict, b: dict) -> bool:
+    """Did two forgetting files score their models against the same pre-trained model on the same windows? The
+    first model of each file is the pre-trained one: the same checkpoint path and the same weights fingerprint
+    (files older than the ``weights`` field: the same loss on the same windows, to ``FORGETTING_SAME_LOSS``)."""
+    if any(a.get(k) != b.get(k) for k in ("dataset", "windows", "window_tokens")):
+        return False
+    pa, pb = (a.get("models") or [{}])[0], (b.get("models") or [{}])[0]
+    if pa.get("checkpoint") != pb.get("checkpoint"):
+        return False
+    if pa.get("weights") and pb.get("weights"):
+        return pa["weights"] == pb["weights"]
+    return abs(pa.get("lm_val_loss", float("nan")) - pb.get("lm_val_loss", float("nan"))) <= FORGETTING_SAME_LOSS
+
+
 def render_forgetting(results: list[dict]) -> str:
-    """The pre-training loss of the pre-trained model and of each model fine-tuned from it (same windows)."""
+    """The pre-training loss of the pre-trained model and of each model fine-tuned from it (same windows).
+
+    Every forgetting file counts, not just the newest: ``benchmark.py forgetting`` scores the checkpoints that are on
+    the machine, so one run may cover only some presets. Each checkpoint's row comes from the newest file that
+    scored it, among the files that scored the same pre-trained model on the same windows as the newest file
+    (:func:`same_pretrained`); each row cites its file."""
     row = rows_of("forgetting")[0]
-    rec = select(results, row)
-    if rec is None:
+    files = sorted((r for r in results if matches(r, row)), key=lambda r: (r.get("timestamp", ""), r["_file"]),
+                   reverse=True)
+    if not files:
         return f"待复现：`{row.pending}`\n"
-    out = ["| 模型（检查点） | 是什么 | 预训练语料验证损失（nats/词元） | 比预训练模型高 |", "|---|---|---|---|"]
-    for m in rec.get("models") or []:
-        out.append(f"| `{m['checkpoint']}` | {m['kind']} | {m['lm_val_loss']:.3f} | {m['increase_over_first']:+.3f} |")
-    out += ["", f"{rec.get('windows')} 个 {rec.get('window_tokens')} 词元的固定验证窗口（{rec['dataset']}）。"
-                f"来源：{provenance(rec)}"]
+    newest = files[0]
+    usable = [f for f in files if f is newest or same_pretrained(f, newest)]
+    chosen: dict[str, tuple[dict, dict]] = {}  # checkpoint -> (its row, its file), the newest file first
+    for rec in usable:
+        for m in rec.get("models") or []:
+            chosen.setdefault(m["checkpoint"], (m, rec))
+    first = (newest.get("models") or [{}])[0].get("checkpoint")
+    order = [first] + [c for rec in reversed(usable) for c in (m["checkpoint"] for m in rec.get("models") or [])]
+    foot: list[dict] = []
+    out = ["| 模型（检查点） | 是什么 | 预训练语料验证损失（nats/词元） | 比预训练模型高 | 来源 |",
+           "|---|---|---|---|---|"]
+    for ckpt in dict.fromkeys(c for c in order if c in chosen):
+        m, rec = chosen[ckpt]
+        out.append(f"| `{ckpt}` | {m['kind']} | {m['lm_val_loss']:.3f} | {m['increase_over_first']:+.3f} | "
+                   f"[{footnote(foot, rec)}] |")
+    out += ["", f"{newest.get('windows')} 个 {newest.get('window_tokens')} 词元的固定验证窗口（{newest['dataset']}）。"
+                "每个检查点取为它打分的最新一个文件（这些文件给同一个预训练模型打出同样的分数）。来源：", ""]
+    out += [f"{i}. {provenance(rec)}" for i, rec in enumerate(foot, 1)]
     return "\n".join(out) + "\n"
 
 

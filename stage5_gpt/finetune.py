@@ -852,7 +852,8 @@ def forgetting(argv: list[str]) -> dict:
             raise UserError(f"{path} has another tokenizer than {rows[0]['checkpoint']}: its losses are not "
                             f"comparable")
         loss = lm.validate(model)["lm/val_loss"]
-        rows.append({"checkpoint": path, "kind": what, "lm_val_loss": loss})
+        rows.append({"checkpoint": path, "kind": what, "lm_val_loss": loss,
+                     "weights": weights_fingerprint(clean_state_dict(ckpt["model"]))})
         print(f"{loss:.4f} nats/token  {what:28s} {path}", flush=True)
     base = rows[0]["lm_val_loss"]
     for r in rows:

@@ -145,18 +145,52 @@ def test_compare_and_steptime_import_no_stage():
         assert not re.search(r"^\s*(from|import)\s+stage\d", text, re.M), name
 
 
-def test_forgetting_table_lists_every_model_of_the_newest_file(tmp_path):
+def test_forgetting_table_takes_each_checkpoint_from_the_newest_file_that_scored_it(tmp_path):
+    """A forgetting run scores only the checkpoints on the machine: the table merges the files that scored the same
+    pre-trained model on the same windows (same weights fingerprint, or for files without one the same loss), each
+    checkpoint from the newest such file, each row citing its file; a file of another pre-trained model is left out."""
     root = _root(tmp_path)
     compare.main(["--root", str(root), "--no_plot"])
     assert "待复现：`cd stage5_gpt && python benchmark.py forgetting --report`" in (root / "README.md").read_text(
         encoding="utf-8")
-    models = [{"checkpoint": "pre.pt", "kind": "pre-trained", "lm_val_loss": 4.2, "increase_over_first": 0.0},
-              {"checkpoint": "cls.pt", "kind": "fine-tuned: classify", "lm_val_loss": 5.25,
-               "increase_over_first": 1.05}]
-    _report(root, "stage5_gpt", "forgetting", "imdb_wikitext2", "val", {"lm_val_loss_first": 4.2}, models=models,
-            windows=640, window_tokens=256)
+
+    def model(ckpt, kind, loss, base, weights=None):
+        return {"checkpoint": ckpt, "kind": kind, "lm_val_loss": loss, "increase_over_first": loss - base,
+                **({"weights": weights} if weights else {})}
+
+    def forgetting(stamp, models, tag):
+        _report(root, "stage5_gpt", "forgetting", "imdb_wikitext2", "val", {"lm_val_loss_first": models[0][
+            "lm_val_loss"]}, tag=tag, models=models, windows=640, window_tokens=256, timestamp=stamp)
+
+    def table_rows():
+        return [ln for ln in (root / "README.md").read_text(encoding="utf-8").splitlines() if ln.startswith("| `")]
+
+    # the oldest file: no fingerprints; the pre-trained model scores 4.2
+    forgetting("2026-12-01T00:00:00+00:00", [model("pre.pt", "pre-trained", 4.2, 4.2),
+                                             model("cls.pt", "fine-tuned: classify", 5.25, 4.2),
+                                             model("mt.pt", "fine-tuned: classify+translate+lm", 4.5, 4.2)], "_a")
+    # another pre-trained model (another loss): none of its rows may appear
+    forgetting("2026-12-02T00:00:00+00:00", [model("pre.pt", "pre-trained", 4.3, 4.3),
+                                             model("tr.pt", "fine-tuned: translate", 9.0, 4.3)], "_b")
+    # the newest: the same pre-trained model again (same loss), a re-made multi-task checkpoint
+    forgetting("2026-12-03T00:00:00+00:00", [model("pre.pt", "pre-trained", 4.2, 4.2, "aa" * 8),
+                                             model("mt.pt", "fine-tuned: classify+translate+lm", 4.25, 4.2,
+                                                   "bb" * 8)], "_c")
     compare.main(["--root", str(root), "--no_plot"])
     text = (root / "README.md").read_text(encoding="utf-8")
-    assert "| `pre.pt` | pre-trained | 4.200 | +0.000 |" in text
-    assert "| `cls.pt` | fine-tuned: classify | 5.250 | +1.050 |" in text
+    assert table_rows() == ["| `pre.pt` | pre-trained | 4.200 | +0.000 | [1] |",
+                            "| `cls.pt` | fine-tuned: classify | 5.250 | +1.050 | [2] |",
+                            "| `mt.pt` | fine-tuned: classify+translate+lm | 4.250 | +0.050 | [1] |"]
     assert "640 个 256 词元的固定验证窗口（imdb_wikitext2）" in text
+    cited = [ln for ln in text.splitlines() if ln[:3] in ("1. ", "2. ", "3. ") and "forgetting_" in ln]
+    assert len(cited) == 2 and "_c_" in cited[0] and "_a_" in cited[1], cited
+
+    # where both files carry fingerprints they decide: the 2026-12-03 file scored other weights with the same loss,
+    # so its multi-task row gives way to the oldest file's (which has no fingerprint, only the same loss)
+    forgetting("2026-12-04T00:00:00+00:00", [model("pre.pt", "pre-trained", 4.2, 4.2, "cc" * 8),
+                                             model("lora.pt", "fine-tuned: classify", 4.4, 4.2, "dd" * 8)], "_d")
+    compare.main(["--root", str(root), "--no_plot"])
+    assert table_rows() == ["| `pre.pt` | pre-trained | 4.200 | +0.000 | [1] |",
+                            "| `cls.pt` | fine-tuned: classify | 5.250 | +1.050 | [2] |",
+                            "| `mt.pt` | fine-tuned: classify+translate+lm | 4.500 | +0.300 | [2] |",
+                            "| `lora.pt` | fine-tuned: classify | 4.400 | +0.200 | [1] |"]

@@ -289,6 +289,11 @@ def test_forgetting_is_the_pretraining_loss_of_each_model(pretrained, char_data)
     assert first["lm_val_loss"] == pytest.approx(sum(by_hand) / len(by_hand), abs=1e-5)
     assert tuned["lm_val_loss"] != pytest.approx(first["lm_val_loss"], abs=1e-3)  # fine-tuning moved the trunk
     assert tuned["increase_over_first"] == pytest.approx(tuned["lm_val_loss"] - first["lm_val_loss"])
+    # each row names the weights it scored (compare.py merges files that scored the same pre-trained weights)
+    assert first["weights"] == ft["pretrained_weights"] == weights_fingerprint(
+        clean_state_dict(load_checkpoint(pretrained["ckpt"])["model"]))
+    assert tuned["weights"] == weights_fingerprint(clean_state_dict(load_checkpoint(ft["checkpoint"])["model"]))
+    assert tuned["weights"] != first["weights"]
     with pytest.raises(UserError, match="does not exist"):
         finetune.main(["forgetting", pretrained["ckpt"], "nope.pt", *flags])
     char = train_mod.main(["--prepared_dir", str(char_data), "--n_layer", "1", "--n_head", "2", "--n_embd", "16",
