@@ -131,8 +131,11 @@ FINETUNES = {
     "ft_imdb_head": FT_IMDB + ["--mode", "head", "--lr", "1e-3"],
     "ft_imdb_lora": FT_IMDB + ["--mode", "lora", "--lora_rank", "8", "--lora_alpha", "16", "--lr", "1e-3"],
     # (nearly) the whole review: 512 tokens (finetune.py logs how many reviews 256 would cut), past the
-    # pre-trained context of 256, which RoPE allows (finetune.py --max_len)
-    "ft_imdb_long": [*FT_IMDB, "--max_len", "512"],
+    # pre-trained context of 256, which RoPE allows (finetune.py --max_len), and two epochs: with one (743 steps,
+    # 2026-12-02) the validation accuracy still rose at every evaluation (0.8736, 0.8888, 0.8912) and the test
+    # accuracy was 88.64%; two epochs (2026-12-07, 62 minutes on 2 threads) gave 88.89%, from the best validation
+    # checkpoint at step 750 of 1,486 (0.9056; 0.9024 at the end)
+    "ft_imdb_long": [*FT_IMDB, "--max_len", "512", "--epochs", "2"],
     # AG News by stage 1's ag_news_test_cv protocol (the official train split is not on these machines): fold 0,
     # about 5,800 short news texts, so three epochs; the same from random weights
     "ft_ag_full": [*FT_IMDB, "--dataset", "ag_news", "--protocol", "ag_news_test_cv", "--epochs", "3",
