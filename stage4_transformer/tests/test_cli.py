@@ -232,7 +232,7 @@ def test_benchmark_reports_only_with_report(tmp_path, monkeypatch):
     benchmark.main(["translate"])
     argv = calls["translation_train"]
     assert argv[argv.index("--max_minutes") + 1] == "0.0" and "checkpoints/bench_translate" in argv
-    assert argv[argv.index("--max_steps") + 1] == "4400"  # the preset is a step budget (~37 min on 2 cores)
+    assert argv[argv.index("--max_steps") + 1] == "6200"  # the preset is a step budget (~40 min on 2 cores)
     assert calls["translation"][:2] == ["--checkpoint", "checkpoints/bench_translate/best_transformer.pt"]
     assert calls["translation"][calls["translation"].index("--beam_size") + 1] == "5"
     assert not (tmp_path / "reported").exists()
