@@ -59,10 +59,11 @@ TRANSLATE_TRAIN = ["--vocab_size", "8000", "--d_model", "256", "--n_heads", "4",
                    "--min_lr", "1e-5", "--max_steps", "6200",
                    "--label_smoothing", "0.1", "--epochs", "100", "--average_last", "5", "--val_sentences", "0",
                    "--log_every", "50"]
-# 4,400 steps = 9 epochs of 1,024-token batches, ~0.5 s per step plus ~20 s per evaluation on 2 cores: ~37 minutes
-# (2026-12-03, a slow day). Seed 1337, test_2016_flickr beam 5: 4,096-token batches in fp32
-# with every dropout at 0.1 (1,200 steps) 49.16 (2026-12-01); 2,048-token batches with this preset's bf16 / SDPA /
-# dropout flags, 2,000 steps, 52.25 (not reported); 1,024-token batches (this preset) 53.95. Smaller batches mean
+# 6,200 steps = 12.7 epochs of 1,024-token batches, ~0.35 s per step plus ~20 s per evaluation on 2 cores: 36
+# minutes (2026-12-07). Seed 1337, test_2016_flickr beam 5: 4,096-token batches in fp32 with every dropout at 0.1
+# (1,200 steps) 49.16 (2026-12-01); 2,048-token batches with bf16 / SDPA and this preset's dropout flags, 2,000
+# steps, 52.25 (not reported); 1,024-token batches with SDPA, 4,400 steps (37 minutes) 53.95 (2026-12-03); this
+# preset 55.92 (validation BLEU 52.12 at the last step, 2026-12-07, the published row). Smaller batches mean
 # more updates per epoch at the same CPU cost per token. Residual dropout 0.3 (``--extra --dropout 0.3 --max_steps
 # 4800``, 2026-12-07, not reported) learned more slowly: validation BLEU 46.64 after epoch 8, below this preset's
 # run at every epoch (49.67 after epoch 8), so it was stopped there.
