@@ -57,8 +57,10 @@ def alive(marker: str) -> list[int]:
 def test_study_survives_ctrl_c_resumes_prunes_and_prints_a_command_that_reproduces_the_best(tmp_path):
     storage = f"sqlite:///{tmp_path / 'runs' / 't.db'}"
     # 1. Ctrl-C while trial 1 is running: exit 130, its train.py is gone, its flags wait to run again.
+    # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; a shell's background job (nohup, `&`)
+    # starts with SIGINT ignored, and Python then installs no KeyboardInterrupt handler: reset it for tune.py
     proc = subprocess.Popen(tune_argv(tmp_path, 3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, cwd=REPO_ROOT)
+                            env=ENV, cwd=REPO_ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stdout:
         seen.append(line)
