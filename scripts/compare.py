@@ -204,9 +204,15 @@ def matches(rec: dict, row: Row) -> bool:
     return True
 
 
+def newest_first(results: list[dict], row: Row) -> list[dict]:
+    """The result files of ``row``, newest first (by timestamp, then file name)."""
+    return sorted((r for r in results if matches(r, row)), key=lambda r: (r.get("timestamp", ""), r["_file"]),
+                  reverse=True)
+
+
 def select(results: list[dict], row: Row) -> dict | None:
-    found = [r for r in results if matches(r, row)]
-    return max(found, key=lambda r: (r.get("timestamp", ""), r["_file"])) if found else None
+    found = newest_first(results, row)
+    return found[0] if found else None
 
 
 def train_companion(results: list[dict], rec: dict) -> dict | None:
@@ -510,8 +516,7 @@ def render_forgetting(results: list[dict]) -> str:
     scored it, among the files that scored the same pre-trained model on the same windows as the newest file
     (:func:`same_pretrained`); each row cites its file."""
     row = rows_of("forgetting")[0]
-    files = sorted((r for r in results if matches(r, row)), key=lambda r: (r.get("timestamp", ""), r["_file"]),
-                   reverse=True)
+    files = newest_first(results, row)
     if not files:
         return f"待复现：`{row.pending}`\n"
     newest = files[0]
@@ -520,12 +525,13 @@ def render_forgetting(results: list[dict]) -> str:
     for rec in usable:
         for m in rec.get("models") or []:
             chosen.setdefault(m["checkpoint"], (m, rec))
-    first = (newest.get("models") or [{}])[0].get("checkpoint")
-    order = [first] + [c for rec in reversed(usable) for c in (m["checkpoint"] for m in rec.get("models") or [])]
+    # the pre-trained model first, then each checkpoint where the oldest file that has it listed it
+    order = [m["checkpoint"] for rec in reversed(usable) for m in rec.get("models") or []]
+    order.insert(0, newest["models"][0]["checkpoint"])
     foot: list[dict] = []
     out = ["| 模型（检查点） | 是什么 | 预训练语料验证损失（nats/词元） | 比预训练模型高 | 来源 |",
            "|---|---|---|---|---|"]
-    for ckpt in dict.fromkeys(c for c in order if c in chosen):
+    for ckpt in dict.fromkeys(order):
         m, rec = chosen[ckpt]
         out.append(f"| `{ckpt}` | {m['kind']} | {m['lm_val_loss']:.3f} | {m['increase_over_first']:+.3f} | "
                    f"[{footnote(foot, rec)}] |")
