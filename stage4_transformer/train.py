@@ -41,6 +41,7 @@ from scripts.device import DTYPES, add_device_args, autocast, describe_device, p
 from scripts.flags import DEFAULT_SEED, check_non_negative, shared
 from scripts.interrupt import StopRequest
 from scripts.log import RunLogger, progress
+from scripts.memory import HeapTrimmer
 from scripts.results import make_result, peak_rss_mb, write_result
 from scripts.schedule import lr_at, set_lr
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
@@ -403,6 +404,7 @@ def train_loop(run: Run) -> str:
     bar = progress(total=run.budget.total_steps(), initial=st["step"], desc="train")
     t_log, tok_log, step_log = time.perf_counter(), 0, st["step"]
     run.model.train()
+    heap = HeapTrimmer()
     with StopRequest() as stop:
         while True:
             if stop.requested:  # the step boundary: a consistent state to save
@@ -423,6 +425,7 @@ def train_loop(run: Run) -> str:
             bar.total = run.budget.total_steps()
             bar.update(1)
             tok_log += n_tok
+            heap.step()  # length-bucketed batches change shape every step: free heap pages go back to the system
             if st["step"] % cfg.log_every == 0:
                 dt = time.perf_counter() - t_log
                 log.log(st["step"], loss=loss, lr=lr, **{"tok/s": tok_log / dt,

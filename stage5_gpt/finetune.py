@@ -56,6 +56,7 @@ from scripts.device import DTYPES, autocast, describe_device, threads_flag, torc
 from scripts.flags import DEFAULT_SEED, add_checkpoint_arg, check_non_negative, shared
 from scripts.interrupt import StopRequest
 from scripts.log import RunLogger, progress
+from scripts.memory import HeapTrimmer
 from scripts.results import cd_prefix, make_result, peak_rss_mb, write_result
 from scripts.schedule import SCHEDULES, lr_at, set_lr
 from scripts.seed import get_rng_state, seed_everything, set_rng_state
@@ -632,6 +633,7 @@ def train(argv: list[str]) -> dict:
 
     bar = progress(total=budget.step_limit(), initial=step, desc=cfg.tag())
     stop_reason = None
+    heap = HeapTrimmer()
     with StopRequest() as stop:
         while True:
             stop_reason = finished(step)
@@ -657,6 +659,7 @@ def train(argv: list[str]) -> dict:
             bar.update(1)
             win["loss"], win["n"], win["t"] = win["loss"] + loss.item(), win["n"] + 1, win["t"] + dt
             win["tokens"] += int(batch[0].numel())
+            heap.step()  # batches change shape every step: without this the heap only grows
             if budget.needs_calibration(step) and eval_s is None:  # one timed validation for a time budget's plan
                 t = time.perf_counter()
                 validate()
@@ -675,7 +678,8 @@ def train(argv: list[str]) -> dict:
         if step and (not history or history[-1]["step"] != step):
             evaluate_and_save(lr_of(step - 1))
     bar.close()
-    logger.info(f"stopped ({stop_reason}) at step {step}, {wall / 60:.1f} min; best validation score {best:.4f}")
+    logger.info(f"stopped ({stop_reason}) at step {step}, {wall / 60:.1f} min; best validation score {best:.4f}; "
+                f"free heap memory returned to the system {heap.trims} times ({heap.seconds:.1f} s)")
     if not history:
         raise UserError(f"the run ended at step {step} without an evaluation (budget already spent?)")
     return final_result(cfg, tasks, argv, step, wall, budget, warmup, history, resumed_at, n_params, n_trainable,
