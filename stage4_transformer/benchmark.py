@@ -59,15 +59,15 @@ TRANSLATE_TRAIN = ["--vocab_size", "8000", "--d_model", "256", "--n_heads", "4",
                    "--min_lr", "1e-5", "--max_steps", "6200",
                    "--label_smoothing", "0.1", "--epochs", "100", "--average_last", "5", "--val_sentences", "0",
                    "--log_every", "50"]
-# 6,200 steps = 12.7 epochs of 1,024-token batches, ~0.35 s per step plus ~20 s per evaluation on 2 cores: 36
-# minutes (2026-12-07). Seed 1337, test_2016_flickr beam 5: 4,096-token batches in fp32 with every dropout at 0.1
-# (1,200 steps) 49.16 (2026-12-01); 2,048-token batches with bf16 / SDPA and this preset's dropout flags, 2,000
-# steps, 52.25 (not reported); 1,024-token batches with SDPA, 4,400 steps (37 minutes) 53.95 (2026-12-03); this
-# preset 55.92 (validation BLEU 52.12 at the last step, 2026-12-07, the published row; its beam-5 validation BLEU
-# with evaluate.py --len_alpha 0.6 / 1.0 / 1.4 was 53.75 / 54.03 / 53.40, so the default 1.0 stays). Smaller
-# batches mean more updates per epoch at the same CPU cost per token. Residual dropout 0.3 (``--extra --dropout 0.3
-# --max_steps 4800``, 2026-12-07, not reported, SDPA) learned more slowly: validation BLEU 46.64 after epoch 8, below
-# the 4,400-step SDPA run at every epoch (49.67 after epoch 8), so it was stopped there.
+# 6,200 steps = 12.7 epochs of 1,024-token batches, ~0.35 s per step plus ~20 s per evaluation on 2 cores: 36 minutes
+# (2026-12-07). Seed 1337, test_2016_flickr beam 5: 4,096-token batches in fp32 with every dropout at 0.1 (1,200 steps)
+# 49.16 (2026-12-01); 2,048-token batches with bf16 / SDPA and this preset's dropout flags, 2,000 steps, 52.25 (not
+# reported); 1,024-token batches with SDPA, 4,400 steps (37 minutes) 53.95 (2026-12-03); this preset 55.92 (validation
+# BLEU 52.12 at the last step, 2026-12-07, the published row; its beam-5 validation BLEU with evaluate.py --len_alpha
+# 0.6 / 1.0 / 1.4 was 53.75 / 54.03 / 53.40, so the default 1.0 stays, and with --beam_size 10 54.02, so beam 5 stays).
+# Smaller batches mean more updates per epoch at the same CPU cost per token. Residual dropout 0.3 (``--extra --dropout
+# 0.3 --max_steps 4800``, 2026-12-07, not reported, SDPA) learned more slowly: validation BLEU 46.64 after epoch 8,
+# below the 4,400-step SDPA run at every epoch (49.67 after epoch 8), so it was stopped there.
 # The hand-written attention, not SDPA: at these short sentences (about 15 tokens, 64 per batch) in bf16 the CPU
 # SDPA kernel's backward costs about 10 ms per call, a quarter of the step in torch.profiler, and a whole training
 # step took 327 ms with --attn_impl manual against 418 ms with sdpa (2026-12-07, 64 x 16 tokens, this preset's
