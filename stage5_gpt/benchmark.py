@@ -82,8 +82,8 @@ NANOGPT_TARGET = 1.90  # issue 14: the mean val loss over the seeds (nanoGPT rep
 # ``--dropout_impl fast`` draws the masks from a quarter of the random numbers (see the dropout preset), so the
 # same 20 minutes give more steps; dropout 0.1, since more steps over-fit more: 1.4581 after 2,456 steps with
 # min_lr 2e-4 and an evaluation every 250 steps (2026-12-07, replaced), 1.4563 after 2,401 with min_lr 2e-5 and
-# every 500 (the published row; the preset since). ``--batch_size 16`` (twice the steps at the same tokens/s; 2026-12-08,
-# not reported): 1.4579 after 4,684 of its planned 4,959 steps (the 20 minutes ran out first), no better.
+# every 500 (the published row; the preset since). ``--batch_size 16`` (twice the steps at the same tokens/s;
+# 2026-12-08, not reported): 1.4579 after 4,684 of its planned 4,959 steps (the 20 minutes ran out first), no better.
 CHAR20 = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "256", "--block_size", "128", "--batch_size", "32",
                  "--pos", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--dropout", "0.1", "--dropout_impl", "fast",
                  "--lr", "2e-3", "--min_lr", "2e-5", "--warmup_steps", "100", "--weight_decay", "0.1", "--beta2",
