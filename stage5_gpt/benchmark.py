@@ -70,8 +70,9 @@ NANOGPT_CPU = CHAR + ["--n_layer", "4", "--n_head", "4", "--n_embd", "128", "--b
                       "--grad_clip", "1.0", "--eval_every", "250", "--eval_iters", "20", "--log_every", "50"]
 NANOGPT_TARGET = 1.90  # issue 14: the mean val loss over the seeds (nanoGPT reports 1.88)
 # The one architectural difference from nanoGPT is GELU (ours: the tanh approximation, GPT-2's; nanoGPT: exact).
-# Probe with the exact GELU (2026-12-08, not reported): mean 1.9052 over the 3 seeds (1.9007 / 1.9118 / 1.9031)
-# against 1.9053 published, so the miss is not the activation.
+# Probe with the exact GELU (``nn.GELU(approximate="none")`` in models/gpt.py's MLP for one run, 2026-12-08, not
+# reported): mean 1.9052 over the 3 seeds (1.9007 / 1.9118 / 1.9031) against 1.9053 published, so the miss is not
+# the activation.
 # 20 minutes on 2 cores: a 3.2M-parameter LLaMA-style model (RoPE, RMSNorm, SwiGLU) in bf16 autocast, which on
 # this CPU runs about twice the tokens/s of fp32 (see the bf16 preset), i.e. about ten passes over the 1M training
 # characters in 20 minutes. Dropout (also on the attention weights) is what keeps it from over-fitting: 0.0
